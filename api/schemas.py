@@ -1,0 +1,278 @@
+"""Response and request models of HTTP API v1 (``shared/spec/api-contract.md``).
+
+Families follow the template's habit: ``XPublic`` is what a signed-in client sees, ``XsPublic``
+a page of them, ``XRequest`` a body a client sends. Every time is timezone-aware and serialised
+as ISO 8601 with its offset (UTC, ``Z``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Health = Literal["ok", "fault", "offline", "maintenance"]
+TelemetryValue = bool | float | str
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+# ---------------------------------------------------------------- health and auth
+
+
+class HealthPublic(_Out):
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok: everything answers; degraded: the database answers but the broker or the "
+        "time-series store does not; unavailable (HTTP 503): the database does not answer"
+    )
+    database: bool = Field(description="the database answered a query")
+    timeseries: bool = Field(description="the time-series store answered")
+    broker: bool = Field(description="a TCP connection to the MQTT broker succeeded within 1 s")
+    sites: list[str] = Field(description="ids of the sites this API serves", examples=[["wanmei"]])
+
+
+class TokenPublic(_Out):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the token expires", examples=[28800])
+
+
+class UserPublic(_Out):
+    username: str
+    role: Literal["admin", "manager", "technician", "grid_officer", "viewer"]
+    full_name: str | None
+    teams: list[str] = Field(description="teams the account acknowledges tickets for")
+    sites: list[str] = Field(description="sites the account sees (an admin sees every site)")
+
+
+# ---------------------------------------------------------------- devices
+
+
+class Position(_Out):
+    x: float = Field(description="plan units, 0 at the left")
+    y: float = Field(description="plan units, 0 at the top")
+
+
+class Location(_Out):
+    compound: str | None = Field(None, description="compound (小区) id, for elevators and chargers")
+    building: str | None = Field(None, description="building id, for elevators")
+    circuit: str | None = Field(None, description="lighting circuit id, for streetlights")
+    cabinet: str | None = Field(None, description="distribution cabinet (配电箱) id, for streetlights")
+    position: Position | None = Field(None, description="position on the site plan")
+
+
+class DevicePublic(_Out):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "id": "SL-07", "site": "wanmei", "kind": "streetlight", "name": "中心广场7号灯",
+                "location": {"compound": None, "building": None, "circuit": "C1", "cabinet": "CAB-1",
+                             "position": {"x": 450, "y": 380}},
+                "online": True, "health": "fault", "last_seen": "2026-11-26T12:00:00Z",
+                "last": {"relay": True, "power_w": 0.4, "voltage_v": 229.4},
+                "open_tickets": [12], "inactive_detectors": ["leakage", "power_factor_low", "end_of_life"],
+            }]
+        }
+    )
+
+    id: str
+    site: str
+    kind: Literal["streetlight", "elevator", "charger"]
+    name: str
+    location: Location
+    online: bool = Field(description="false when the gateway declared it offline or has never heard from it")
+    health: Health = Field(
+        description="offline: not online; fault: an active ticket waits for acknowledgement or a start; "
+        "maintenance: its active tickets are being worked on (or an elevator is in inspection mode); else ok"
+    )
+    last_seen: datetime | None = Field(description="when the gateway last heard from it")
+    last: dict[str, Any] = Field(description="the latest telemetry values")
+    open_tickets: list[int] = Field(description="ids of the active tickets that concern it")
+    inactive_detectors: list[str] = Field(
+        description="fault codes that cannot be detected because the device does not report a field they need"
+    )
+
+
+class DevicesPublic(_Out):
+    items: list[DevicePublic]
+    total: int = Field(description="devices matching the filters, before limit/offset")
+
+
+class TelemetryPoint(_Out):
+    ts: datetime
+    value: TelemetryValue
+
+
+class TelemetryPublic(_Out):
+    site: str
+    device_id: str
+    field: str
+    points: list[TelemetryPoint] = Field(description="ascending by time, since <= ts <= until")
+
+
+# ---------------------------------------------------------------- tickets
+
+
+class SubjectPublic(_Out):
+    type: Literal["device", "circuit", "cabinet", "building", "concentrator", "place"]
+    id: str
+
+
+class FaultName(_Out):
+    zh: str = Field(examples=["灯具不亮"])
+    en: str = Field(examples=["Lamp failure"])
+
+
+class AckPublic(_Out):
+    by: str = Field(description="the username who acknowledged for the team")
+    at: datetime
+
+
+class HistoryEntry(_Out):
+    type: str = Field(description="the event: opened, acknowledged, started, held, resolved, ...")
+    at: datetime
+    actor: str = Field(description="a username, or 'system' for the engine")
+    from_: str | None = Field(alias="from", description="status before the event (null for 'opened')")
+    to: str = Field(description="status after the event")
+    note: str | None = None
+    team: str | None = Field(None, description="the team an acknowledgement was for")
+    severity: str | None = Field(None, description="the new severity of a severity rise")
+
+
+class TicketPublic(_Out):
+    id: int
+    site: str
+    title: str | None = Field(description="a short human title, e.g. '中心广场7号灯 · 灯具不亮'")
+    subject: SubjectPublic
+    device_id: str | None = Field(description="the subject's id when it is a device, else null")
+    device_ids: list[str] = Field(description="every device affected")
+    fault: str = Field(description="a fault catalog code or a report category")
+    fault_name: FaultName
+    severity: Literal["P0", "P1", "P2", "P3"]
+    teams: list[str] = Field(description="teams dispatched, lead team first")
+    acks: dict[str, AckPublic] = Field(description="per team: who acknowledged and when")
+    assignee: str | None
+    status: Literal["open", "acknowledged", "in_progress", "on_hold", "resolved", "verified", "closed", "cancelled"]
+    source: str = Field(description="detector | resident | grid_officer | staff")
+    opened_at: datetime
+    ack_due_at: datetime
+    start_due_at: datetime | None = Field(description="on site by (P0/P1 only)")
+    resolve_due_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None = Field(description="who acknowledged for the lead team")
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    parent_id: int | None
+    signal_cleared_at: datetime | None
+    reopen_count: int
+    version: int = Field(description="bumped by every event; send it back to act only on what you saw")
+    history: list[HistoryEntry]
+
+
+class TicketsPublic(_Out):
+    items: list[TicketPublic]
+    total: int = Field(description="tickets matching the filters, before limit/offset")
+
+
+class AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team: str | None = Field(
+        None,
+        description="the team to acknowledge for; default: your team on the ticket (a manager: the lead team)",
+        examples=["property"],
+    )
+    note: str | None = Field(None, max_length=2000)
+    version: int | None = Field(
+        None, ge=1, description="the ticket version you saw; 409 if the ticket has changed since"
+    )
+
+
+# ---------------------------------------------------------------- operator
+
+
+class DeadLetterPublic(_Out):
+    id: int
+    received_at: datetime
+    reason: str = Field(examples=["not_json"])
+    detail: str
+    topic: str
+    site: str | None
+    device_id: str | None
+    payload_excerpt: str = Field(description="the start of the payload as text (undecodable bytes replaced), <= 512 chars")
+
+
+class DeadLettersPublic(_Out):
+    items: list[DeadLetterPublic]
+    total: int
+    counts: dict[str, int] = Field(description="dead letters per reason, over your sites and the site filter")
+
+
+# ---------------------------------------------------------------- public (no account)
+
+
+class PublicSite(_Out):
+    id: str = Field(examples=["wanmei"])
+    name: str = Field(examples=["湾美社区"])
+    name_en: str | None = Field(None, examples=["Wanmei Community"])
+
+
+class PlanArea(_Out):
+    name: str
+    name_en: str | None
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class PublicPlan(_Out):
+    width: float
+    height: float
+    areas: list[PlanArea] = Field(description="the compounds' outlines, to draw under the lights")
+
+
+class PublicStreetlight(_Out):
+    id: str
+    name: str
+    name_en: str | None
+    state: Literal["on", "off", "fault", "repairing"]
+    position: Position | None
+
+
+class PublicElevator(_Out):
+    id: str
+    name: str
+    name_en: str | None
+    building: str | None = Field(description="building id")
+    state: Literal["in_service", "out_of_service"]
+
+
+class PublicCharger(_Out):
+    id: str
+    name: str
+    name_en: str | None
+    state: Literal["available", "in_use", "unavailable"]
+
+
+class PublicTicket(_Out):
+    id: int
+    fault_name: FaultName
+    status: str = Field(description="open | acknowledged | in_progress | on_hold | resolved | verified")
+    opened_at: datetime
+    device_ids: list[str] = Field(description="the devices it concerns")
+
+
+class PublicStatus(_Out):
+    site: str
+    name: str
+    name_en: str | None
+    generated_at: datetime
+    plan: PublicPlan
+    streetlights: list[PublicStreetlight]
+    elevators: list[PublicElevator]
+    chargers: list[PublicCharger]
+    tickets: list[PublicTicket] = Field(description="active device tickets: progress only, no people, no notes")

@@ -1,0 +1,241 @@
+"""How the API presents devices and tickets: the read side, in one place.
+
+Rules that turn live state and tickets into a device's `health`, its `inactive_detectors`,
+and the residents' words (`on`/`off`/`fault`/`repairing`, ...) live here, each in one table or
+one function, so the operators' view and the residents' view cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api import schemas
+from linli.catalog import FAULTS
+from linli.contract import TELEMETRY_MODELS
+from linli.site import Device, Site
+from linli.storage.models import DeviceState, TicketRow
+from linli.tickets import TicketStatus
+
+# Detectors that need one optional telemetry field: when the device's latest telemetry lacks it,
+# the detector cannot run for that device. Detectors with a second signal (e.g. `trapped` treats
+# unknown occupancy as occupied, `high_temperature` also reads the OCPP error code) stay active.
+DETECTOR_FIELDS: Mapping[str, Mapping[str, str]] = {
+    "streetlight": {"leakage": "leakage_ma", "power_factor_low": "pf", "end_of_life": "burn_hours"},
+    "elevator": {"overspeed": "speed_mps", "safety_circuit_open": "safety_circuit", "power_loss": "mains"},
+    "charger": {"charging_no_current": "current_a"},
+}
+
+WAITING = frozenset({TicketStatus.OPEN, TicketStatus.ACKNOWLEDGED})  # nobody on site yet
+BEING_FIXED = frozenset({TicketStatus.IN_PROGRESS, TicketStatus.ON_HOLD, TicketStatus.RESOLVED, TicketStatus.VERIFIED})
+
+LIT_RATIO = 0.10  # a light counts as lit at 10% of its rated power (as the lamp_failure detector)
+CHARGER_IN_USE = frozenset({"Charging", "Preparing", "SuspendedEV", "SuspendedEVSE", "Finishing"})
+
+
+def telemetry_fields(kind: str) -> list[str]:
+    """The telemetry field names a device of `kind` may report (device contract v1)."""
+    return [name for name in TELEMETRY_MODELS[kind].model_fields if name not in ("ts", "seq")]
+
+
+def fault_name(code: str) -> schemas.FaultName:
+    spec = FAULTS.get(code)
+    return schemas.FaultName(zh=spec.zh, en=spec.en) if spec else schemas.FaultName(zh=code, en=code)
+
+
+# ---------------------------------------------------------------- live state of devices
+
+
+@dataclass(slots=True)
+class LiveView:
+    """Device states and active tickets of some sites, loaded once per request."""
+
+    states: dict[tuple[str, str], DeviceState] = field(default_factory=dict)
+    # (site, device id) -> statuses and ids of the active tickets concerning the device
+    tickets: dict[tuple[str, str], list[tuple[int, TicketStatus]]] = field(default_factory=lambda: defaultdict(list))
+    active_rows: list[TicketRow] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, session: Session, site_ids: Sequence[str]) -> LiveView:
+        view = cls()
+        if not site_ids:
+            return view
+        for state in session.scalars(select(DeviceState).where(DeviceState.site.in_(site_ids))):
+            view.states[(state.site, state.device_id)] = state
+        rows = session.scalars(
+            select(TicketRow).where(TicketRow.site.in_(site_ids), TicketRow.active.is_(True)).order_by(TicketRow.id)
+        ).all()
+        view.active_rows = list(rows)
+        for row in rows:
+            for device_id in devices_of(row):
+                view.tickets[(row.site, device_id)].append((row.id, TicketStatus(row.status)))
+        return view
+
+    def ticket_statuses(self, site: str, device_id: str) -> list[TicketStatus]:
+        return [status for _, status in self.tickets.get((site, device_id), ())]
+
+
+def devices_of(row: TicketRow) -> list[str]:
+    ids = list(row.device_ids or ())
+    if row.device_id and row.device_id not in ids:
+        ids.insert(0, row.device_id)
+    return ids
+
+
+def is_online(state: DeviceState | None) -> bool:
+    """Online only when the gateway says so; never heard from (no row, or None) counts as offline."""
+    return bool(state is not None and state.online)
+
+
+def health_of(device: Device, state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+    if not is_online(state):
+        return "offline"
+    statuses = set(statuses)
+    if statuses & WAITING:
+        return "fault"
+    if statuses & BEING_FIXED:
+        return "maintenance"
+    last = state.last if state is not None else {}
+    if device.kind == "elevator" and last.get("mode") == "inspection":
+        return "maintenance"
+    return "ok"
+
+
+def inactive_detectors(kind: str, last: Mapping[str, Any] | None) -> list[str]:
+    """Codes that cannot run for lack of a field; empty until the device has reported telemetry."""
+    if not last:
+        return []
+    return [code for code, needed in DETECTOR_FIELDS.get(kind, {}).items() if last.get(needed) is None]
+
+
+def location_of(site: Site, device: Device) -> schemas.Location:
+    tags = site.location_tags(device)
+    position = device.position
+    if position is None and device.building and site.buildings[device.building].position is not None:
+        position = site.buildings[device.building].position
+    return schemas.Location(
+        compound=tags.get("compound"),
+        building=tags.get("building"),
+        circuit=tags.get("circuit"),
+        cabinet=tags.get("cabinet"),
+        position=schemas.Position(x=position.x, y=position.y) if position else None,
+    )
+
+
+def device_public(site: Site, device: Device, live: LiveView) -> schemas.DevicePublic:
+    state = live.states.get((site.id, device.id))
+    last = dict(state.last or {}) if state is not None else {}
+    return schemas.DevicePublic(
+        id=device.id,
+        site=site.id,
+        kind=device.kind,
+        name=device.name,
+        location=location_of(site, device),
+        online=is_online(state),
+        health=health_of(device, state, live.ticket_statuses(site.id, device.id)),  # type: ignore[arg-type]
+        last_seen=state.last_seen if state is not None else None,
+        last=last,
+        open_tickets=[ticket_id for ticket_id, _ in live.tickets.get((site.id, device.id), ())],
+        inactive_detectors=inactive_detectors(device.kind, last),
+    )
+
+
+# ---------------------------------------------------------------- tickets
+
+
+def _aware(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def ticket_public(row: TicketRow) -> schemas.TicketPublic:
+    history = [
+        schemas.HistoryEntry(
+            type=event.type,
+            at=event.at,
+            actor=event.actor,
+            from_=event.from_status,
+            to=event.to_status,
+            note=event.note,
+            team=(event.data or {}).get("team") if event.type == "acknowledged" else None,
+            severity=(event.data or {}).get("severity") if event.type in ("opened", "severity_raised") else None,
+        )
+        for event in row.events
+    ]
+    acks = {
+        team: schemas.AckPublic(by=str(ack.get("by")), at=_aware(ack.get("at")))
+        for team, ack in (row.acks or {}).items()
+    }
+    return schemas.TicketPublic(
+        id=row.id,
+        site=row.site,
+        title=row.title,
+        subject=schemas.SubjectPublic(type=row.subject_type, id=row.subject_id),  # type: ignore[arg-type]
+        device_id=row.device_id,
+        device_ids=list(row.device_ids or ()),
+        fault=row.fault,
+        fault_name=fault_name(row.fault),
+        severity=row.severity,  # type: ignore[arg-type]
+        teams=list(row.teams or ()),
+        acks=acks,
+        assignee=row.assignee,
+        status=row.status,  # type: ignore[arg-type]
+        source=row.source,
+        opened_at=row.opened_at,
+        ack_due_at=row.ack_due_at,
+        start_due_at=row.start_due_at,
+        resolve_due_at=row.resolve_due_at,
+        acknowledged_at=row.acknowledged_at,
+        acknowledged_by=row.acknowledged_by,
+        resolved_at=row.resolved_at,
+        closed_at=row.closed_at,
+        parent_id=row.parent_id,
+        signal_cleared_at=row.signal_cleared_at,
+        reopen_count=row.reopen_count,
+        version=row.version,
+        history=history,
+    )
+
+
+# ---------------------------------------------------------------- residents' words
+
+
+def streetlight_state(device: Device, state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+    statuses = set(statuses)
+    if statuses & WAITING:
+        return "fault"
+    if statuses & BEING_FIXED:
+        return "repairing"
+    if not is_online(state) or state is None:
+        return "off"  # an offline light without a ticket is simply dark to a resident
+    last = state.last or {}
+    power = last.get("power_w")
+    lit = (
+        last.get("relay") is True
+        and isinstance(power, int | float)
+        and device.rated_power_w is not None
+        and power >= LIT_RATIO * device.rated_power_w
+    )
+    return "on" if lit else "off"
+
+
+def elevator_state(state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+    if not is_online(state) or state is None or any(True for _ in statuses):
+        return "out_of_service"
+    return "in_service" if (state.last or {}).get("mode") == "normal" else "out_of_service"
+
+
+def charger_state(state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+    if not is_online(state) or state is None or any(True for _ in statuses):
+        return "unavailable"
+    status = (state.last or {}).get("status")
+    if status == "Available":
+        return "available"
+    if status in CHARGER_IN_USE:
+        return "in_use"
+    return "unavailable"

@@ -1,0 +1,110 @@
+"""The gateway's link to the MQTT broker: paho-mqtt 2 behind one small interface.
+
+Nothing outside this module imports paho. The network thread only puts what it receives
+on a queue; the pipeline does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from linli.clock import Clock, to_ms
+
+log = logging.getLogger("linli.gateway.broker")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    connected: bool
+    reason: str
+
+
+class BrokerLink:
+    """A persistent QoS 1 session subscribed to the contract topics of the sites it serves."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        site_ids: Iterable[str],
+        inbox: queue.Queue[Inbound | LinkChange],
+        clock: Clock,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        self._host, self._port = host, port
+        self._inbox = inbox
+        self._clock = clock
+        self._topics = [(f"estate/v1/{site}/#", 1) for site in site_ids]
+        # clean_session=False: the broker keeps our subscriptions and queues QoS 1 while we are away.
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        if tls:
+            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        """Connect (raises OSError when the broker is unreachable) and run the network thread."""
+        self._client.connect(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    # paho callbacks: network thread, so enqueue only and never block.
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: object, _flags: mqtt.ConnectFlags, reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        client.subscribe(self._topics)
+        self._inbox.put(LinkChange(True, str(reason)))
+        log.info("connected to %s:%s, subscribed to %s", self._host, self._port, [t for t, _ in self._topics])
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: object, _flags: mqtt.DisconnectFlags, reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        self._inbox.put(LinkChange(False, str(reason)))
+        log.warning("disconnected from the broker: %s", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers should refuse these, but a bad topic must not kill the thread
+            topic = bytes(message._topic).decode("utf-8", "replace")
+        self._inbox.put(Inbound(topic, bytes(message.payload), message.qos, message.retain, to_ms(self._clock.now())))

@@ -1,0 +1,122 @@
+"""The gateway process: broker link, worker thread, stores and clock wired together."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from gateway.broker import BrokerLink, Inbound, LinkChange
+from gateway.pipeline import Pipeline
+from linli.clock import Clock, SystemClock
+from linli.engine import Engine
+from linli.settings import Settings
+from linli.site import SiteRegistry
+from linli.storage import Database, migrate
+from linli.tsdb import TimeSeriesStore, open_store
+
+log = logging.getLogger("linli.gateway")
+
+_BATCH_MAX = 1000
+_TICK_EVERY_WALL_S = 0.5
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sites: SiteRegistry | None = None,
+        clock: Clock | None = None,
+        store: TimeSeriesStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sites = sites or SiteRegistry.load(settings.site_files)
+        self.clock = clock or SystemClock()
+        migrate(settings.db_url)
+        self.database = Database(settings.db_url)
+        self.store = store or open_store(settings.timeseries_url)
+        self.engine = Engine(self.sites, self.clock.now())
+        self._inbox: queue.Queue[Inbound | LinkChange] = queue.Queue()
+        host, port, tls = settings.mqtt_host_port
+        self.link = BrokerLink(
+            host=host, port=port, client_id=settings.mqtt_client_id, site_ids=self.sites.ids(), inbox=self._inbox,
+            clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
+        )
+        self.pipeline = Pipeline(
+            sites=self.sites, engine=self.engine, database=self.database, store=self.store,
+            publish=lambda topic, payload: self.link.publish(topic, payload),
+        )
+        self.connected = False
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="linli-gateway-worker", daemon=True)
+        self._progress = threading.Condition()
+        self._cycles = 0
+
+    def start(self, *, connect_timeout_s: float = 30.0) -> None:
+        """Connect to the broker, retrying for a bounded time, then start processing."""
+        deadline = time.monotonic() + connect_timeout_s
+        while True:
+            try:
+                self.link.start()
+                break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"cannot reach the MQTT broker at {self.settings.mqtt_url}: {exc}") from exc
+                log.warning("broker not reachable yet (%s); retrying", exc)
+                time.sleep(1.0)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.link.stop()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
+        self.store.close()
+        self.database.close()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until `predicate()` holds after a processing cycle, or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(remaining)
+        return True
+
+    def _work(self) -> None:
+        last_tick = 0.0
+        while not self._stopping.is_set():
+            batch: list[Inbound] = []
+            try:
+                item = self._inbox.get(timeout=0.1)
+                while True:
+                    if isinstance(item, LinkChange):
+                        self._link_changed(item)
+                    else:
+                        batch.append(item)
+                    if len(batch) >= _BATCH_MAX:
+                        break
+                    item = self._inbox.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                now = self.clock.now()
+                if batch:
+                    self.pipeline.process(batch, now)
+                if time.monotonic() - last_tick >= _TICK_EVERY_WALL_S:
+                    last_tick = time.monotonic()
+                    self.pipeline.tick(now)
+            except Exception:  # the gateway never stops because of one batch
+                log.exception("processing a batch of %d messages failed", len(batch))
+            with self._progress:
+                self._cycles += 1
+                self._progress.notify_all()
+
+    def _link_changed(self, change: LinkChange) -> None:
+        self.connected = change.connected
+        self.engine.broker_connection(change.connected, self.clock.now())

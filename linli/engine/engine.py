@@ -1,0 +1,183 @@
+"""The engine: live state of every device, its detectors, and the decisions they produce."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from linli.astro import is_night, scheduled_on_since
+from linli.catalog import OFFLINE_SEVERITY, Severity
+from linli.contract import Channel, Message, Status, StreetlightTelemetry
+from linli.engine.decisions import Decision, FaultCleared, FaultRaised
+from linli.engine.detectors import LampFailureDetector
+from linli.site import Device, Site, SiteRegistry
+from linli.tickets import Subject
+
+OFFLINE_AFTER_INTERVALS = 3
+_SEQ_WINDOW = 256
+
+
+@dataclass(slots=True)
+class DeviceLive:
+    """What the gateway knows of one device right now."""
+
+    site: str
+    device_id: str
+    kind: str
+    interval_s: int
+    online: bool | None = None  # None: not heard from since the gateway started
+    last_seen: datetime | None = None  # gateway time of the last message
+    status: dict[str, Any] = field(default_factory=dict)
+    last: dict[str, Any] = field(default_factory=dict)  # latest telemetry values
+    last_ts_ms: int | None = None
+    last_seq: int | None = None
+    boot: int | None = None
+    offline_active: bool = False
+    dirty: bool = True
+    lamp: LampFailureDetector | None = None
+    recent_seqs: deque[int] = field(default_factory=lambda: deque(maxlen=_SEQ_WINDOW))
+
+
+class Engine:
+    """Pure and synchronous: feed it validated messages and the time; it returns decisions."""
+
+    def __init__(self, sites: SiteRegistry, now: datetime) -> None:
+        self._sites = sites
+        self._live: dict[tuple[str, str], DeviceLive] = {}
+        # Silence counts only while the gateway is connected to the broker.
+        self._connected_since: datetime | None = now
+        self._started_at = now
+        for site in sites:
+            for device in site.devices.values():
+                live = DeviceLive(site.id, device.id, device.kind, device.interval_s)
+                if device.kind == "streetlight" and device.rated_power_w:
+                    live.lamp = LampFailureDetector(device.rated_power_w)
+                self._live[(site.id, device.id)] = live
+
+    # ------------------------------------------------------------ queries
+
+    def live(self, site: str, device_id: str) -> DeviceLive | None:
+        return self._live.get((site, device_id))
+
+    def devices(self) -> Iterable[DeviceLive]:
+        return self._live.values()
+
+    def take_dirty(self) -> list[DeviceLive]:
+        """Devices whose live state changed since the last call (the gateway persists them)."""
+        changed = [live for live in self._live.values() if live.dirty]
+        for live in changed:
+            live.dirty = False
+        return changed
+
+    def is_duplicate(self, message: Message) -> bool:
+        """A QoS 1 redelivery: the same seq seen recently from the same boot of the device."""
+        seq = message.seq
+        live = self._live.get((message.site, message.device_id))
+        if seq is None or live is None:
+            return False
+        return seq in live.recent_seqs
+
+    # ------------------------------------------------------------ inputs
+
+    def broker_connection(self, connected: bool, now: datetime) -> None:
+        self._connected_since = now if connected else None
+
+    def observe(self, message: Message, now: datetime) -> list[Decision]:
+        live = self._live.get((message.site, message.device_id))
+        if live is None:  # concentrators and devices not in the site file: nothing to detect yet
+            return []
+        site = self._sites[message.site]
+        device = site.devices[message.device_id]
+        body = message.body
+        decisions: list[Decision] = []
+        live.dirty = True
+        if message.channel is Channel.STATUS:
+            assert isinstance(body, Status)
+            live.status = body.model_dump(exclude_none=True)
+            if body.interval_s:
+                live.interval_s = body.interval_s
+            if body.boot is not None and body.boot != live.boot:
+                live.recent_seqs.clear()  # a reboot restarts seq at 0
+                live.boot = body.boot
+            if not body.online:
+                live.online = False
+                if not self._expected_silent(site, device, now):
+                    decisions.extend(self._raise_offline(site, device, live, now, "last will: the device went away"))
+                return decisions
+        elif message.channel in (Channel.CMD, Channel.CMD_ACK):
+            return decisions  # the platform's own command traffic says nothing about health
+        live.online = True
+        live.last_seen = now
+        if live.offline_active:
+            live.offline_active = False
+            decisions.append(FaultCleared(site.id, Subject("device", device.id), "offline", now))
+        if message.seq is not None:
+            live.recent_seqs.append(message.seq)
+            live.last_seq = message.seq
+        if message.channel is Channel.TELEMETRY:
+            live.last = body.model_dump(exclude_none=True, exclude={"ts", "seq"}) | body.extras()
+            live.last_ts_ms = message.ts_ms
+            if live.lamp is not None and isinstance(body, StreetlightTelemetry):
+                sample_at = _at(message.ts_ms)
+                change = live.lamp.observe(body, sample_at)
+                if change is True:
+                    expected = live.lamp.rated_power_w * (body.dim_pct if body.dim_pct is not None else 100) / 100
+                    decisions.append(FaultRaised(
+                        site.id, Subject("device", device.id), "lamp_failure", Severity.P2, device.kind, (device.id,),
+                        now, f"relay closed, supply {body.voltage_v:.0f} V, power {body.power_w:.1f} W "
+                             f"of {expected:.0f} W expected",
+                    ))
+                elif change is False:
+                    decisions.append(FaultCleared(site.id, Subject("device", device.id), "lamp_failure", now))
+        return decisions
+
+    def tick(self, now: datetime) -> list[Decision]:
+        """Timers: declare silent devices offline after 3 × their interval."""
+        if self._connected_since is None:
+            return []
+        decisions: list[Decision] = []
+        for live in self._live.values():
+            if live.offline_active:
+                continue
+            site = self._sites[live.site]
+            device = site.devices[live.device_id]
+            anchor = max(live.last_seen or self._started_at, self._connected_since)
+            if device.kind == "streetlight" and device.circuit and site.circuits[device.circuit].switched:
+                on_since = scheduled_on_since(site, now)
+                if on_since is None:
+                    continue  # a switched circuit's controllers are unpowered outside the schedule
+                anchor = max(anchor, on_since)
+            silence = now - anchor
+            if silence >= timedelta(seconds=OFFLINE_AFTER_INTERVALS * live.interval_s):
+                live.online = False
+                live.dirty = True
+                decisions.extend(self._raise_offline(
+                    site, device, live, now, f"no message for {int(silence.total_seconds())} s "
+                                             f"(interval {live.interval_s} s)",
+                ))
+        return decisions
+
+    # ------------------------------------------------------------ helpers
+
+    def _expected_silent(self, site: Site, device: Device, now: datetime) -> bool:
+        if device.kind != "streetlight" or not device.circuit or not site.circuits[device.circuit].switched:
+            return False
+        return scheduled_on_since(site, now) is None
+
+    def _raise_offline(self, site: Site, device: Device, live: DeviceLive, now: datetime, why: str) -> list[Decision]:
+        if live.offline_active:
+            return []
+        live.offline_active = True
+        severity = OFFLINE_SEVERITY[device.kind]
+        if device.kind == "streetlight" and is_night(site, now):
+            severity = Severity.P2
+        return [FaultRaised(site.id, Subject("device", device.id), "offline", severity, device.kind, (device.id,), now, why)]
+
+
+def _at(ts_ms: int) -> datetime:
+    from linli.clock import from_ms
+
+    return from_ms(ts_ms)

@@ -1,0 +1,10 @@
+"""Persistence of tickets, users, dead letters and live device state (SQLAlchemy 2).
+
+SQLite by default, PostgreSQL by URL; the schema is owned by the Alembic migrations in
+``linli/migrations``. Gateway and API share this package, never each other's code.
+"""
+
+from linli.storage.db import Database, migrate
+from linli.storage.models import Base, DeadLetter, DeviceState, TicketEventRow, TicketRow, User
+
+__all__ = ["Base", "Database", "DeadLetter", "DeviceState", "TicketEventRow", "TicketRow", "User", "migrate"]

@@ -1,0 +1,108 @@
+"""HTTP plumbing shared by the InfluxDB and VictoriaMetrics stores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import cast
+
+import httpx
+import urllib3
+from influxdb_client.client.exceptions import InfluxDBError
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write.point import Point as LinePoint
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
+from ._base import Point, StoreError, StoreRejected, StoreUnavailable
+
+TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+_MS = cast(WritePrecision, WritePrecision.MS)  # the generated class declares its members as str
+_RETRYABLE_4XX = frozenset({408, 429})  # timeout / rate limit: the server will take it later
+
+
+def host_port(url: httpx.URL, default_port: int) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host  # IPv6 literal
+    return f"{host}:{url.port or default_port}"
+
+
+def http_base(url: httpx.URL, default_port: int) -> str:
+    scheme = "https" if url.scheme.endswith("+https") else "http"
+    return f"{scheme}://{host_port(url, default_port)}"
+
+
+def _status_error(status: int, message: str) -> StoreError:
+    if status == 0 or status >= 500 or status in _RETRYABLE_4XX:
+        return StoreUnavailable(f"HTTP {status}: {message}")
+    return StoreRejected(f"HTTP {status}: {message}")
+
+
+def _message(body: str | bytes | None) -> str:
+    text = body.decode(errors="replace") if isinstance(body, bytes) else (body or "")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text[:500]
+    if isinstance(doc, dict):  # InfluxDB 1.x says "error", 2.x/3.x say "message"
+        return str(doc.get("error") or doc.get("message") or doc)[:500]
+    return text[:500]
+
+
+def check(resp: httpx.Response) -> httpx.Response:
+    """Return a 2xx/3xx response, else raise the matching StoreError."""
+    if resp.status_code >= 400:
+        raise _status_error(resp.status_code, _message(resp.text))
+    return resp
+
+
+@contextmanager
+def transport_errors(what: str) -> Iterator[None]:
+    """Connection refused, DNS, timeouts, broken connections: all retryable."""
+    try:
+        yield
+    except httpx.RequestError as exc:
+        raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def to_lines(points: Sequence[Point]) -> list[str]:
+    """Line protocol via influxdb-client, which owns the escaping rules."""
+    lines = []
+    for p in points:
+        # influxdb-client ships py.typed but leaves these unannotated
+        lp = LinePoint(p.measurement).time(p.ts_ms, _MS)  # type: ignore[no-untyped-call]
+        for k, v in p.tags.items():
+            lp.tag(k, v)
+        for k, fv in p.fields.items():
+            lp.field(k, fv)
+        line: str = lp.to_line_protocol()
+        if line:  # empty when a point has no field left
+            lines.append(line)
+    return lines
+
+
+class V2Writer:
+    """influxdb-client's synchronous WriteApi against an `/api/v2/write` endpoint."""
+
+    def __init__(self, base_url: str, *, token: str, org: str, bucket: str) -> None:
+        # retries stay off (the client's default): the caller decides when to retry
+        self._client = InfluxDBClient(url=base_url, token=token, org=org, timeout=(3_000, 10_000))
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._org, self._bucket = org, bucket
+
+    def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            self._api.write(
+                bucket=self._bucket, org=self._org, record=lines, write_precision=_MS
+            )
+        except ApiException as exc:  # an HTTP answer (status 0: TLS failure)
+            raise _status_error(exc.status or 0, _message(exc.body or exc.reason)) from exc
+        except (InfluxDBError, urllib3.exceptions.HTTPError) as exc:
+            raise StoreUnavailable(f"write to {self._client.url}: {exc}") from exc
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+        self._client.close()  # type: ignore[no-untyped-call]
