@@ -20,7 +20,7 @@ from linli.storage import Database, User
 from linli.storage.users import get_user
 from linli.tsdb import TimeSeriesStore
 
-TOKEN_URL = "/api/v1/auth/token"
+TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a URL, not a password
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL)
 
 

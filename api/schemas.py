@@ -12,7 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Text a client sends that reaches the database: PostgreSQL refuses NUL characters in text.
+NO_NUL = r"^[^\x00]*$"
+
 Health = Literal["ok", "fault", "offline", "maintenance"]
+LightState = Literal["on", "off", "fault", "repairing"]
+ElevatorState = Literal["in_service", "out_of_service"]
+ChargerState = Literal["available", "in_use", "unavailable"]
 TelemetryValue = bool | float | str
 
 
@@ -36,7 +42,7 @@ class HealthPublic(_Out):
 
 class TokenPublic(_Out):
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int = Field(description="seconds until the token expires", examples=[28800])
 
 
@@ -182,10 +188,11 @@ class AckRequest(BaseModel):
 
     team: str | None = Field(
         None,
+        max_length=64,
         description="the team to acknowledge for; default: your team on the ticket (a manager: the lead team)",
         examples=["property"],
     )
-    note: str | None = Field(None, max_length=2000)
+    note: str | None = Field(None, max_length=2000, pattern=NO_NUL)
     version: int | None = Field(
         None, ge=1, description="the ticket version you saw; 409 if the ticket has changed since"
     )
@@ -239,7 +246,7 @@ class PublicStreetlight(_Out):
     id: str
     name: str
     name_en: str | None
-    state: Literal["on", "off", "fault", "repairing"]
+    state: LightState
     position: Position | None
 
 
@@ -248,14 +255,14 @@ class PublicElevator(_Out):
     name: str
     name_en: str | None
     building: str | None = Field(description="building id")
-    state: Literal["in_service", "out_of_service"]
+    state: ElevatorState
 
 
 class PublicCharger(_Out):
     id: str
     name: str
     name_en: str | None
-    state: Literal["available", "in_use", "unavailable"]
+    state: ChargerState
 
 
 class PublicTicket(_Out):

@@ -93,7 +93,7 @@ def is_online(state: DeviceState | None) -> bool:
     return bool(state is not None and state.online)
 
 
-def health_of(device: Device, state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+def health_of(device: Device, state: DeviceState | None, statuses: Iterable[TicketStatus]) -> schemas.Health:
     if not is_online(state):
         return "offline"
     statuses = set(statuses)
@@ -138,7 +138,7 @@ def device_public(site: Site, device: Device, live: LiveView) -> schemas.DeviceP
         name=device.name,
         location=location_of(site, device),
         online=is_online(state),
-        health=health_of(device, state, live.ticket_statuses(site.id, device.id)),  # type: ignore[arg-type]
+        health=health_of(device, state, live.ticket_statuses(site.id, device.id)),
         last_seen=state.last_seen if state is not None else None,
         last=last,
         open_tickets=[ticket_id for ticket_id, _ in live.tickets.get((site.id, device.id), ())],
@@ -175,16 +175,16 @@ def ticket_public(row: TicketRow) -> schemas.TicketPublic:
         id=row.id,
         site=row.site,
         title=row.title,
-        subject=schemas.SubjectPublic(type=row.subject_type, id=row.subject_id),  # type: ignore[arg-type]
+        subject=schemas.SubjectPublic(type=row.subject_type, id=row.subject_id),
         device_id=row.device_id,
         device_ids=list(row.device_ids or ()),
         fault=row.fault,
         fault_name=fault_name(row.fault),
-        severity=row.severity,  # type: ignore[arg-type]
+        severity=row.severity,
         teams=list(row.teams or ()),
         acks=acks,
         assignee=row.assignee,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         source=row.source,
         opened_at=row.opened_at,
         ack_due_at=row.ack_due_at,
@@ -205,7 +205,7 @@ def ticket_public(row: TicketRow) -> schemas.TicketPublic:
 # ---------------------------------------------------------------- residents' words
 
 
-def streetlight_state(device: Device, state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+def streetlight_state(device: Device, state: DeviceState | None, statuses: Iterable[TicketStatus]) -> schemas.LightState:
     statuses = set(statuses)
     if statuses & WAITING:
         return "fault"
@@ -224,13 +224,13 @@ def streetlight_state(device: Device, state: DeviceState | None, statuses: Itera
     return "on" if lit else "off"
 
 
-def elevator_state(state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+def elevator_state(state: DeviceState | None, statuses: Iterable[TicketStatus]) -> schemas.ElevatorState:
     if not is_online(state) or state is None or any(True for _ in statuses):
         return "out_of_service"
     return "in_service" if (state.last or {}).get("mode") == "normal" else "out_of_service"
 
 
-def charger_state(state: DeviceState | None, statuses: Iterable[TicketStatus]) -> str:
+def charger_state(state: DeviceState | None, statuses: Iterable[TicketStatus]) -> schemas.ChargerState:
     if not is_online(state) or state is None or any(True for _ in statuses):
         return "unavailable"
     status = (state.last or {}).get("status")

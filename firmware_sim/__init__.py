@@ -5,10 +5,11 @@ Layers: ``models`` (pure device physics, seeded), ``faults`` (pure fault injecti
 """
 
 from firmware_sim.faults import Fault, FaultSchedule, Injection, InjectionError, Transition, parse_injection
-from firmware_sim.models import ChargerModel, DeviceModel, ElevatorModel, Sky, StreetlightModel, build_models, model_for
+from firmware_sim.models import AnyModel, ChargerModel, DeviceModel, ElevatorModel, Sky, StreetlightModel, build_models, model_for
 from firmware_sim.runtime import BrokerConfig, SimStats, Simulator, SimulatorError
 
 __all__ = [
+    "AnyModel",
     "BrokerConfig",
     "ChargerModel",
     "DeviceModel",

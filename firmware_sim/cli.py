@@ -14,9 +14,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from firmware_sim.faults import INJECT_GRAMMAR, InjectionError, parse_delay, parse_injection
 from firmware_sim.runtime import BrokerConfig, Simulator, SimulatorError
@@ -131,19 +132,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     count = len(simulator.device_keys)
     period = f"every {args.interval:g} s" if args.interval else "at each device's interval"
-    log.info("simulating %d devices of %s, telemetry %s, broker %s", count, ", ".join(ids), period, broker.url)
+    noun = "device" if count == 1 else "devices"
+    log.info("simulating %d %s of %s, telemetry %s, broker %s", count, noun, ", ".join(ids), period, broker.url)
     for injection in injections:
         log.info("scheduled injection: %s", injection)
 
     stop = threading.Event()
-    previous: dict[signal.Signals, signal.Handlers | int | object | None] = {}
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
+            handler = signal.signal(signum, on_signal)
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                previous[signum] = handler
     try:
         try:
             simulator.start()
@@ -158,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from astral import Observer
@@ -38,10 +38,11 @@ from astral.sun import elevation, sun
 
 from firmware_sim.faults import Fault
 from linli.clock import to_ms
-from linli.contract import ChargerTelemetry, ElevatorTelemetry, Status, StreetlightTelemetry, Telemetry
+from linli.contract import ChargerTelemetry, ElevatorTelemetry, Status, StreetlightTelemetry
 from linli.site import Device, Site
 
 __all__ = [
+    "AnyModel",
     "ChargerModel",
     "DeviceModel",
     "ElevatorModel",
@@ -135,8 +136,11 @@ class Sky:
 # ---------------------------------------------------------------- the common part
 
 
-class DeviceModel(ABC):
-    """State of one device, advanced by time; builds its contract payloads."""
+T = TypeVar("T", StreetlightTelemetry, ElevatorTelemetry, ChargerTelemetry)
+
+
+class DeviceModel(ABC, Generic[T]):
+    """State of one device, advanced by time; builds its contract payloads (``T``)."""
 
     kind: ClassVar[str]
     model_name: str  # a class attribute, or set per instance when it depends on the device
@@ -166,12 +170,12 @@ class DeviceModel(ABC):
             self._advance(self.now, now)
             self.now = now
 
-    def telemetry(self, now: datetime) -> Telemetry:
+    def telemetry(self, now: datetime) -> T:
         """The device's measurement at ``now`` (advancing its state first); uses one ``seq``."""
         self.advance(now)
         return self._sample(self.now, self.next_seq())
 
-    def messages(self, now: datetime) -> list[Telemetry]:
+    def messages(self, now: datetime) -> list[T]:
         """Every telemetry message the device publishes per period (one per connector for chargers)."""
         return [self.telemetry(now)]
 
@@ -205,13 +209,13 @@ class DeviceModel(ABC):
     def _advance(self, start: datetime, end: datetime) -> None: ...
 
     @abstractmethod
-    def _sample(self, now: datetime, seq: int) -> Telemetry: ...
+    def _sample(self, now: datetime, seq: int) -> T: ...
 
 
 # ---------------------------------------------------------------- streetlight
 
 
-class StreetlightModel(DeviceModel):
+class StreetlightModel(DeviceModel[StreetlightTelemetry]):
     kind = "streetlight"
     model_name = "LC-200"
     fw = "2.3.1"
@@ -343,7 +347,7 @@ class _Step:
     board: bool | None = None  # OPEN: True = a passenger gets in, False = gets out
 
 
-class ElevatorModel(DeviceModel):
+class ElevatorModel(DeviceModel[ElevatorTelemetry]):
     kind = "elevator"
     model_name = "EM-24476"
     fw = "1.8.0"
@@ -515,7 +519,7 @@ class _Connector:
     battery_v: float = 0.0  # DC: the car's battery voltage
 
 
-class ChargerModel(DeviceModel):
+class ChargerModel(DeviceModel[ChargerTelemetry]):
     kind = "charger"
     fw = "1.6.4"
 
@@ -595,7 +599,7 @@ class ChargerModel(DeviceModel):
         self.advance(now)
         return self._sample_connector(self.now, self.next_seq(), self.connectors[connector_id - 1])
 
-    def messages(self, now: datetime) -> list[Telemetry]:
+    def messages(self, now: datetime) -> list[ChargerTelemetry]:
         self.advance(now)
         return [self._sample_connector(self.now, self.next_seq(), conn) for conn in self.connectors]
 
@@ -628,25 +632,23 @@ class ChargerModel(DeviceModel):
 
 # ---------------------------------------------------------------- building a site's models
 
-_MODELS: dict[str, type[DeviceModel]] = {
-    "streetlight": StreetlightModel,
-    "elevator": ElevatorModel,
-    "charger": ChargerModel,
-}
+AnyModel = StreetlightModel | ElevatorModel | ChargerModel
 
 
 def model_for(
     site: Site, device: Device, *, start: datetime, seed: int = 0, boot: int = 1, sky: Sky | None = None
-) -> DeviceModel:
+) -> AnyModel:
     """The model of one device of a site."""
     if device.kind == "streetlight":
         return StreetlightModel(site, device, start=start, seed=seed, boot=boot, sky=sky)
-    return _MODELS[device.kind](site, device, start=start, seed=seed, boot=boot)
+    if device.kind == "elevator":
+        return ElevatorModel(site, device, start=start, seed=seed, boot=boot)
+    return ChargerModel(site, device, start=start, seed=seed, boot=boot)
 
 
 def build_models(
     site: Site, *, start: datetime, seed: int = 0, boot: int = 1, device_ids: Iterable[str] | None = None
-) -> dict[str, DeviceModel]:
+) -> dict[str, AnyModel]:
     """Models of a site's devices (all, or those named), keyed by device id; one shared :class:`Sky`."""
     sky = Sky.for_site(site)
     wanted: Sequence[str] = list(site.devices) if device_ids is None else list(device_ids)

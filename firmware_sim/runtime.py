@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_sim.faults import Fault, FaultSchedule, Injection, Transition, resolve
-from firmware_sim.models import DeviceModel, Sky, model_for
+from firmware_sim.models import AnyModel, Sky, model_for
 from linli.clock import Clock, SystemClock
 from linli.contract import Channel, Status, topic_for
 from linli.site import Device, Site
@@ -100,7 +100,7 @@ class SimStats:
 class _Unit:
     """One simulated device: its model, its connection and its timing (scheduler-thread state)."""
 
-    def __init__(self, site: Site, device: Device, model: DeviceModel, interval_s: float) -> None:
+    def __init__(self, site: Site, device: Device, model: AnyModel, interval_s: float) -> None:
         self.site = site
         self.device = device
         self.model = model
@@ -113,7 +113,8 @@ class _Unit:
         self.client: mqtt.Client | None = None
         self.connected = False  # written by paho's thread, read by the scheduler
         self.announced = False  # status published on the current connection
-        self.silent = False  # offline injection in force: publishes nothing
+        self.offline: list[Injection] = []  # offline injections in force
+        self.silent = False  # an offline injection is in force: publishes nothing
         self.powered_off = False  # hard offline: no connection at all
         self.generation = 0  # bumped per client, so late callbacks of a dropped client are ignored
 
@@ -220,7 +221,7 @@ class Simulator:
     def device_keys(self) -> list[DeviceKey]:
         return list(self._units)
 
-    def model(self, device_id: str, site_id: str | None = None) -> DeviceModel:
+    def model(self, device_id: str, site_id: str | None = None) -> AnyModel:
         """A device's model (read it from the scheduler's side only: for tests and tools)."""
         for (s, d), unit in self._units.items():
             if d == device_id and (site_id is None or s == site_id):
@@ -256,11 +257,14 @@ class Simulator:
         now = self.clock.now()
         for unit in self._units.values():
             self._heap_push(now + timedelta(seconds=self._jitter.uniform(0.0, min(self._spread_s, unit.interval_s))), unit)
-        self._thread = threading.Thread(target=self._run, name="sim-scheduler", daemon=True)
-        self._thread.start()
+        # Faults in force from the start apply before anything connects (a hard offline never does).
+        for transition in self._faults.due(now):
+            self._apply(transition, now)
         for unit in self._units.values():
             if not unit.powered_off:
                 self._connect(unit)
+        self._thread = threading.Thread(target=self._run, name="sim-scheduler", daemon=True)
+        self._thread.start()
         deadline = time.monotonic() + connect_timeout
         expected = sum(1 for u in self._units.values() if not u.powered_off)
         while time.monotonic() < deadline:
@@ -383,10 +387,10 @@ class Simulator:
     def _on_disconnect(self, unit: _Unit, generation: int, reason: ReasonCode) -> None:
         if generation != unit.generation:
             return
-        unit.connected = False
+        was_connected, unit.connected = unit.connected, False
         with self._lock:
             self._connected.discard(unit.key)
-            first = not self._outage and not self._stopping.is_set()
+            first = was_connected and not self._outage and not self._stopping.is_set()
             if first:
                 self._outage = True
         if first:
@@ -508,18 +512,20 @@ class Simulator:
         log.info("injection %s: %s %s", verb, "offline_hard" if injection.hard else injection.fault, unit.device.id)
         if injection.fault is Fault.OFFLINE:
             if transition.starting:
-                unit.silent = True
-                if injection.hard:
-                    unit.powered_off = True
-                    self._power_off(unit)
-            else:
-                unit.silent = False
-                if unit.powered_off:  # power is back: the device boots again
-                    unit.powered_off = False
-                    unit.model.reboot()
-                    self._connect(unit)
-                elif unit.connected:
-                    self._publish_status(unit, now)
+                unit.offline.append(injection)
+            elif injection in unit.offline:
+                unit.offline.remove(injection)
+            unit.silent = bool(unit.offline)
+            hard = any(i.hard for i in unit.offline)
+            if hard and not unit.powered_off:
+                unit.powered_off = True
+                self._power_off(unit)
+            elif unit.powered_off and not hard:  # power is back: the device boots again
+                unit.powered_off = False
+                unit.model.reboot()
+                self._connect(unit)
+            elif not unit.silent and unit.connected:  # awake again on the same connection
+                self._publish_status(unit, now)
         else:
             unit.model.set_fault(injection.fault, transition.starting, now)
 

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from gateway.broker import BrokerLink, Inbound, LinkChange
 from gateway.pipeline import Pipeline
@@ -50,10 +51,11 @@ class Gateway:
             publish=lambda topic, payload: self.link.publish(topic, payload),
         )
         self.connected = False
+        self.last_tick_at: datetime | None = None  # clock time of the last timer pass (tests wait on it)
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="linli-gateway-worker", daemon=True)
         self._progress = threading.Condition()
-        self._cycles = 0
+        self.messages_done = 0  # messages fully handled and committed (tests and health wait on it)
 
     def start(self, *, connect_timeout_s: float = 30.0) -> None:
         """Connect to the broker, retrying for a bounded time, then start processing."""
@@ -111,10 +113,11 @@ class Gateway:
                 if time.monotonic() - last_tick >= _TICK_EVERY_WALL_S:
                     last_tick = time.monotonic()
                     self.pipeline.tick(now)
+                    self.last_tick_at = now
             except Exception:  # the gateway never stops because of one batch
                 log.exception("processing a batch of %d messages failed", len(batch))
             with self._progress:
-                self._cycles += 1
+                self.messages_done += len(batch)
                 self._progress.notify_all()
 
     def _link_changed(self, change: LinkChange) -> None:

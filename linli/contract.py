@@ -9,6 +9,7 @@ Absent optional fields stay ``None`` (unknown), never false or zero.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class _Body(BaseModel):
     def extras(self) -> dict[str, float | bool]:
         """Unknown extra fields kept for the time-series store: numbers and booleans only."""
         extra = self.__pydantic_extra__ or {}
-        return {k: v for k, v in extra.items() if isinstance(v, bool | int | float)}
+        return {k: v for k, v in extra.items() if isinstance(v, bool) or (isinstance(v, int | float) and math.isfinite(v))}
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -249,7 +250,7 @@ def parse(
         if actual is None:
             return reject(RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not in site {site!r}", site, device_id)
         if actual != kind:
-            return reject(RejectReason.KIND_MISMATCH, f"{device_id!r} is a {actual}, not a {kind}", site, device_id)
+            return reject(RejectReason.KIND_MISMATCH, f"{device_id!r} is a {actual}, not {'an' if kind[0] in 'aeiou' else 'a'} {kind}", site, device_id)
     if len(payload) > MAX_PAYLOAD_BYTES:
         return reject(RejectReason.TOO_LARGE, f"payload of {len(payload)} bytes is over 16 KiB", site, device_id)
     try:

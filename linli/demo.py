@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sim", action="store_true", help="no simulator: bring your own devices")
     parser.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     parser.add_argument("--sim-interval", type=float, default=10.0, help="simulated devices' telemetry period, seconds")
+    parser.add_argument("--inject", action="append", default=[], metavar="SPEC",
+                        help="a fault for the simulator, e.g. lamp_failure:SL-07 or offline_hard:EL-2A@+30s (repeatable)")
     args = parser.parse_args(argv)
     children: list[Child] = []
     try:
@@ -195,7 +197,8 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
     _wait_healthy(base, api, children)
     if not args.no_sim:
         print("linli demo: starting the simulator ...", flush=True)
-        spawn("sim", "--interval", str(args.sim_interval))
+        injections = [arg for spec in args.inject for arg in ("--inject", spec)]
+        spawn("sim", "--interval", str(args.sim_interval), *injections)
     print(
         f"\nLinli 邻里 demo is running. Press Ctrl-C to stop.\n"
         f"  居民页面 Resident page  {base}/\n"

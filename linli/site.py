@@ -248,13 +248,12 @@ class SiteFile(_Model):
                 problems.append((f"{where}.compound", _unknown("compound", device.compound, compounds)))
             if device.concentrator is not None and device.concentrator not in concentrators:
                 problems.append((f"{where}.concentrator", _unknown("concentrator", device.concentrator, concentrators)))
-        for code in [*self.routing, *self.sla_by_fault]:
-            if code not in FAULTS:
-                problems.append((f"routing.{code}", f"unknown fault code {code!r}"))
+        for section, codes in (("routing", self.routing), ("sla_by_fault", self.sla_by_fault)):
+            problems.extend((f"{section}.{code}", f"unknown fault code {code!r}") for code in codes if code not in FAULTS)
         for code, teams in self.routing.items():
             for team in teams:
                 if team not in self.teams:
-                    problems.append((f"routing.{code}", f"team {team!r} is not defined under teams"))
+                    problems.append((f"routing.{code}", f"team {team.value!r} is not defined under teams"))
         if problems:
             # pydantic shows this message under the model's location; _format_errors splits it back.
             raise ValueError("; ".join(f"{loc}: {msg}" for loc, msg in problems))

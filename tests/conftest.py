@@ -7,22 +7,17 @@ tests never skip for a missing server.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-
 import servers  # tests/ is on sys.path: pytest inserts a rootdir conftest's folder
 
 _TESTS = Path(__file__).parent
 _DIR_MARKERS = {"integration": "real servers on free ports", "e2e": "the whole system, browser"}
 # fixture name -> server, so a failing test's report can show the server's log
 _SERVERS: dict[str, servers.Server] = {}
-
-T = TypeVar("T")
-
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, what in _DIR_MARKERS.items():
@@ -51,13 +46,6 @@ def pytest_runtest_makereport(
     return report
 
 
-def _start(start: Callable[[], T]) -> T:
-    try:
-        return start()
-    except servers.ServerStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
 @contextmanager
 def _serving(names: tuple[str, ...], server: servers.Server) -> Iterator[None]:
     for name in names:
@@ -74,7 +62,7 @@ def _serving(names: tuple[str, ...], server: servers.Server) -> Iterator[None]:
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.MosquittoServer]:
     """`.host`, `.port`, `.url`; `.stop()` / `.start()` restart it on the same port with its
     persistence kept. A test that stops it must start it again (in a `finally`)."""
-    server = _start(lambda: servers.start_mosquitto(tmp_path_factory.mktemp("mosquitto")))
+    server = servers.started(lambda: servers.start_mosquitto(tmp_path_factory.mktemp("mosquitto")))
     with _serving(("mosquitto",), server):
         yield server
 
@@ -83,7 +71,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Mosq
 def influxdb1_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[servers.InfluxDB1Server]:
-    server = _start(lambda: servers.start_influxdb1(tmp_path_factory.mktemp("influxdb1")))
+    server = servers.started(lambda: servers.start_influxdb1(tmp_path_factory.mktemp("influxdb1")))
     with _serving(("influxdb1_server", "influxdb1"), server):
         yield server
 
@@ -98,7 +86,7 @@ def influxdb1(influxdb1_server: servers.InfluxDB1Server) -> str:
 def victoria_metrics_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[servers.VictoriaMetricsServer]:
-    server = _start(lambda: servers.start_victoria_metrics(tmp_path_factory.mktemp("victoria")))
+    server = servers.started(lambda: servers.start_victoria_metrics(tmp_path_factory.mktemp("victoria")))
     with _serving(("victoria_metrics_server", "victoria_metrics"), server):
         yield server
 
@@ -111,7 +99,7 @@ def victoria_metrics(victoria_metrics_server: servers.VictoriaMetricsServer) -> 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[servers.PostgresServer]:
-    server = _start(servers.start_postgres)
+    server = servers.started(servers.start_postgres)
     try:
         yield server
     finally:

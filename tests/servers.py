@@ -15,9 +15,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import pytest
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -33,8 +34,20 @@ VICTORIA_IMAGE = "victoriametrics/victoria-metrics:v1.102.1"
 POSTGRES_IMAGE = "postgres:16.4"
 
 
+T = TypeVar("T")
+
+
 class ServerStartError(RuntimeError):
     """A server did not come up; the message carries its log tail."""
+
+
+def started(start: Callable[[], T]) -> T:
+    """start(), or fail the test loudly (never skip) with the reason and how to install."""
+    try:
+        return start()
+    except ServerStartError as exc:
+        error = str(exc)
+    pytest.fail(error, pytrace=False)  # outside `except`: no chained traceback
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -309,9 +322,9 @@ def _attempts(docker: Callable[[], Server] | None, native_bin: str,
     return out
 
 
-def mosquitto_conf(port: int, persistence_dir: str, *, stay_root: bool) -> str:
+def mosquitto_conf(port: int, persistence_dir: str, *, stay_root: bool, bind: str = "") -> str:
     lines = [
-        f"listener {port}",
+        f"listener {port} {bind}".rstrip(),
         "allow_anonymous true",
         "persistence true",
         f"persistence_location {persistence_dir.rstrip('/')}/",
@@ -334,7 +347,7 @@ def start_mosquitto(tmp: Path) -> MosquittoServer:
         data = tmp / "data"
         data.mkdir(parents=True, exist_ok=True)
         conf = tmp / "mosquitto.conf"
-        conf.write_text(mosquitto_conf(port, str(data), stay_root=os.geteuid() == 0))
+        conf.write_text(mosquitto_conf(port, str(data), stay_root=os.geteuid() == 0, bind=LOCALHOST))
         backend = NativeProcess([MOSQUITTO_BIN, "-c", str(conf)], tmp / "mosquitto.log")
         return MosquittoServer("mosquitto", port, backend, mqtt_answers)
 
@@ -379,7 +392,7 @@ bind-address = "{LOCALHOST}:{rpc_port}"
 """
 
 
-def start_influxdb1(tmp: Path, *, docker: bool = True) -> InfluxDB1Server:
+def start_influxdb1(tmp: Path) -> InfluxDB1Server:
     port = free_port()
 
     def ready(host: str, p: int) -> bool:
@@ -400,7 +413,7 @@ def start_influxdb1(tmp: Path, *, docker: bool = True) -> InfluxDB1Server:
         )
         return InfluxDB1Server("influxd", port, DockerProcess(container), ready)
 
-    server = _start_first("InfluxDB 1.x", _attempts(in_docker if docker else None, INFLUXD_BIN, native),
+    server = _start_first("InfluxDB 1.x", _attempts(in_docker, INFLUXD_BIN, native),
                           "Install it: `apt-get install influxdb`, or run a Docker daemon.")
     assert isinstance(server, InfluxDB1Server)
     return server

@@ -6,6 +6,7 @@ Technicians and grid officers belong to teams; they acknowledge tickets for thos
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Final
@@ -20,8 +21,12 @@ from linli.storage.models import User
 ROLES: Final = ("admin", "manager", "technician", "grid_officer", "viewer")
 
 _hasher = PasswordHash.recommended()  # Argon2id with pwdlib's recommended parameters
-# Verified against when the username is unknown, so a failed login takes as long either way.
-_DUMMY_HASH: Final = _hasher.hash("linli-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so a failed login takes as long either way."""
+    return _hasher.hash("linli-dummy-password")
 
 
 def hash_password(password: str) -> str:
@@ -89,6 +94,6 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     """The user when the password is right (disabled or not: the caller decides), else None."""
     user = get_user(session, username)
     if user is None:
-        verify_password(password, _DUMMY_HASH)
+        verify_password(password, _dummy_hash())
         return None
     return user if verify_password(password, user.password_hash) else None

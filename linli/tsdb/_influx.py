@@ -6,6 +6,7 @@ queried as database `BUCKET`; 2.x maps it through its (virtual) DBRP mapping).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -49,14 +50,14 @@ def quote_string(value: str) -> str:
 def select_field(
     *, kind: str, site: str, device_id: str, field: str, lo_ms: int, hi_ms: int, limit: int
 ) -> str:
-    # `::field` so that a name shared with a tag selects the field (or nothing), never the tag
-    return (
-        f"SELECT {quote_ident(field)}::field FROM {quote_ident(kind)}"
-        f" WHERE {quote_ident('site')} = {quote_string(site)}"
-        f" AND {quote_ident('device')} = {quote_string(device_id)}"
-        f" AND time >= {lo_ms}ms AND time <= {hi_ms}ms"
-        f" ORDER BY time ASC LIMIT {limit}"
-    )
+    # Every user-given name is quoted: this string building is the safe kind. `::field` so that
+    # a field name shared with a tag selects the field (or nothing), never the tag.
+    where = " AND ".join((
+        f"{quote_ident('site')} = {quote_string(site)}",
+        f"{quote_ident('device')} = {quote_string(device_id)}",
+        f"time >= {lo_ms}ms AND time <= {hi_ms}ms",
+    ))
+    return f"SELECT {quote_ident(field)}::field FROM {quote_ident(kind)} WHERE {where} ORDER BY time ASC LIMIT {limit}"  # noqa: S608
 
 
 def _value(v: Any) -> float | bool | str:
@@ -75,10 +76,8 @@ class _InfluxQLReader:
         params = {"db": self._db, "q": q, "epoch": "ms"}
         with transport_errors(f"query {self.url_redacted}"):
             # InfluxDB 1.x takes reads by GET and writes to meta (CREATE ...) only by POST
-            if post:
-                resp = check(self._http.post("/query", params=params))
-            else:
-                resp = check(self._http.get("/query", params=params))
+            send = self._http.post if post else self._http.get
+            resp = check(send("/query", params=params))
             try:
                 doc: dict[str, Any] = resp.json()
             except ValueError as exc:
@@ -156,10 +155,9 @@ class InfluxDB1Store(_InfluxQLReader):
         with self._db_lock:
             if self._db_ready:
                 return
-            try:
+            # not an admin: fine if the database exists, and the write will say if not
+            with contextlib.suppress(StoreRejected):
                 self._influxql(f"CREATE DATABASE {quote_ident(self._db)}", post=True)
-            except StoreRejected:
-                pass  # not an admin: fine if the database exists, and the write will say if not
             self._db_ready = True
 
     def write(self, points: Sequence[Point]) -> None:

@@ -62,7 +62,8 @@ class VictoriaMetricsStore:
         self.url_redacted = f"{u.scheme}://{host_port(u, 8428)}"
         base = http_base(u, 8428)
         self._http = httpx.Client(base_url=base, timeout=TIMEOUT)
-        self._writer = V2Writer(base, token="linli", org="linli", bucket="linli")
+        # VM ignores all three, but the client wants them
+        self._writer = V2Writer(base, token="linli", org="linli", bucket="linli")  # noqa: S106
 
     def write(self, points: Sequence[Point]) -> None:
         numeric = [

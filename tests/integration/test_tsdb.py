@@ -204,10 +204,7 @@ def test_influxdb1_invalid_point_is_rejected_before_sending(influx: TimeSeriesSt
 
 def test_influxdb1_stopped_server_is_unavailable_then_recovers(tmp_path: Path) -> None:
     # an instance of this test's own, since it is stopped mid-test
-    try:
-        server = servers.start_influxdb1(tmp_path / "influxd")
-    except servers.ServerStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    server = servers.started(lambda: servers.start_influxdb1(tmp_path / "influxd"))
     store = open_store(server.store_url("linli"))
     try:
         t0 = fresh_t0()

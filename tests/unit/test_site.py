@@ -93,10 +93,10 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     with pytest.raises(SiteConfigError, match="cannot read"):
         load_site(tmp_path / "missing.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n", encoding="utf-8")
-    with pytest.raises(SiteConfigError, match="list.yaml: .*mapping"):
+    with pytest.raises(SiteConfigError, match=r"list\.yaml: .*mapping"):
         load_site(tmp_path / "list.yaml")
     (tmp_path / "broken.yaml").write_text("site: [unclosed\n", encoding="utf-8")
-    with pytest.raises(SiteConfigError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(SiteConfigError, match=r"broken\.yaml: not valid YAML"):
         load_site(tmp_path / "broken.yaml")
 
 

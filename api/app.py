@@ -1,0 +1,189 @@
+"""The FastAPI application: lifespan (sites, schema, database, store, first admin), routers, pages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.routes import auth, devices, health, operator, public, tickets
+from linli import __version__
+from linli.clock import Clock, SystemClock
+from linli.settings import Settings
+from linli.site import SiteRegistry
+from linli.storage import Database, migrate
+from linli.storage.users import any_user_exists, create_user
+from linli.tsdb import StoreError, TimeSeriesStore, open_store
+
+log = logging.getLogger(__name__)
+
+RESIDENT_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "resident"
+API_PREFIX = "/api/v1"
+# The resident page loads nothing from elsewhere and runs no inline code.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+DB_ATTEMPTS = 5
+DB_RETRY_DELAY_S = 2.0
+
+
+def _migrate_with_retries(url: str) -> None:
+    """Start-up waits for the database a little (it may be starting beside us), then gives up."""
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            migrate(url)
+            return
+        except OperationalError as exc:
+            if attempt == DB_ATTEMPTS:
+                raise
+            log.warning("database not ready (attempt %d of %d): %s", attempt, DB_ATTEMPTS, exc.orig)
+            time.sleep(DB_RETRY_DELAY_S)
+
+
+def _open_store(url: str) -> TimeSeriesStore | None:
+    """The store, or None when it cannot be opened now (health says so; telemetry answers 503).
+
+    A malformed URL (ValueError) is a configuration error and stops start-up.
+    """
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        log.error("time-series store unavailable at start-up: %s", exc)
+        return None
+
+
+def _bootstrap_admin(db: Database, settings: Settings, sites: SiteRegistry, clock: Clock) -> None:
+    if not settings.admin_password:
+        return
+    try:
+        with db.session() as session:
+            if any_user_exists(session):
+                return
+            create_user(session, "admin", settings.admin_password, "admin", sites=sites.ids(), now=clock.now())
+        log.info("created user 'admin' (every site)")
+    except IntegrityError:
+        log.info("user 'admin' was created by another API process")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    sites = SiteRegistry.load(settings.site_files)
+    _migrate_with_retries(settings.db_url)
+    db = Database(settings.db_url)
+    store = _open_store(settings.timeseries_url)
+    try:
+        _bootstrap_admin(db, settings, sites, app.state.clock)
+        app.state.sites, app.state.db, app.state.store = sites, db, store
+        log.info("serving sites %s; database %s; time-series store %s",
+                 ", ".join(sites.ids()), db.engine.url.render_as_string(hide_password=True),
+                 store.url_redacted if store else "unavailable")
+        yield
+    finally:
+        if store is not None:
+            store.close()
+        db.close()
+
+
+class SecurityHeaders:
+    """Adds `X-Content-Type-Options: nosniff` and `Referrer-Policy` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"no-referrer"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for error in errors[:5]:
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{loc}: {error.get('msg', 'invalid')}" if loc else str(error.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """`detail` is one readable sentence, as every error of the contract; `errors` keeps the details."""
+    errors = list(exc.errors()) if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        content={"detail": _validation_message(errors), "errors": jsonable_encoder(errors)},
+    )
+
+
+async def _on_database_down(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("database error: %s", exc)
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": "the database is not answering; try again later"},
+    )
+
+
+async def _on_data_error(_request: Request, exc: Exception) -> JSONResponse:
+    # The last line of defence: routes validate what they pass on, but a value the database
+    # cannot take (a NUL character in PostgreSQL text, say) is the client's input, not a crash.
+    log.warning("database refused a value: %s", exc)
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        content={"detail": "a value in the request cannot be stored or compared (e.g. a NUL character)"},
+    )
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The API for `settings` (default: from the environment). Sites, database and store open in
+    the lifespan, so use ``TestClient(app)`` as a context manager."""
+    app = FastAPI(
+        title="Linli (邻里) API",
+        version=__version__,
+        description="Community facility monitoring: streetlights, elevators and EV chargers, and the repair "
+        "tickets their faults become. Contract: `api-contract.md`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings()
+    app.state.clock = clock or SystemClock()
+    app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(OperationalError, _on_database_down)
+    app.add_exception_handler(DataError, _on_data_error)
+
+    app.include_router(health.router)
+    v1 = APIRouter(prefix=API_PREFIX)
+    for module in (auth, devices, tickets, public, operator):
+        v1.include_router(module.router)
+    app.include_router(v1)
+
+    @app.get("/", include_in_schema=False)
+    def resident_page() -> FileResponse:
+        return FileResponse(
+            RESIDENT_DIR / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+        )
+
+    app.mount("/static/resident", StaticFiles(directory=RESIDENT_DIR), name="resident")
+    return app

@@ -1,0 +1,1 @@
+"""The routers of API v1, one module per concern."""
