@@ -22,7 +22,7 @@ window.LINLI_I18N = Object.freeze({
     footer: "设施有问题？请联系物业或社区网格员。",
     switchTo: "English",
     switchLabel: "EN",
-    openedAt: "报修时间",
+    openedAt: "立案时间",
     state: {
       streetlight: { on: "亮", off: "灭", fault: "故障", repairing: "维修中" },
       elevator: { in_service: "运行中", out_of_service: "停用" },
