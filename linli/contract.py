@@ -250,7 +250,8 @@ def parse(
         if actual is None:
             return reject(RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not in site {site!r}", site, device_id)
         if actual != kind:
-            return reject(RejectReason.KIND_MISMATCH, f"{device_id!r} is a {actual}, not {'an' if kind[0] in 'aeiou' else 'a'} {kind}", site, device_id)
+            article = "an" if kind[0] in "aeiou" else "a"
+            return reject(RejectReason.KIND_MISMATCH, f"{device_id!r} is a {actual}, not {article} {kind}", site, device_id)
     if len(payload) > MAX_PAYLOAD_BYTES:
         return reject(RejectReason.TOO_LARGE, f"payload of {len(payload)} bytes is over 16 KiB", site, device_id)
     try:

@@ -58,7 +58,7 @@ window.LINLI_I18N = Object.freeze({
     footer: "Something wrong? Contact the property office or your grid officer.",
     switchTo: "中文",
     switchLabel: "中文",
-    openedAt: "Reported",
+    openedAt: "Opened",
     state: {
       streetlight: { on: "On", off: "Off", fault: "Fault", repairing: "Being repaired" },
       elevator: { in_service: "In service", out_of_service: "Out of service" },
