@@ -35,19 +35,20 @@ def site_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "influxdb1"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ts.db'}"
-    url: str = request.getfixturevalue("influxdb1")
-    return url.rsplit("/", 1)[0] + f"/gw_{uuid.uuid4().hex[:8]}"
+@pytest.fixture(params=["sqlite+sqlite", "influxdb1+postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(time-series URL, database URL): the embedded pair, and the production-like pair."""
+    if request.param == "sqlite+sqlite":
+        return f"sqlite:///{tmp_path / 'ts.db'}", ""
+    influx: str = request.getfixturevalue("influxdb1")
+    return influx.rsplit("/", 1)[0] + f"/gw_{uuid.uuid4().hex[:8]}", request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
-def gateway(mosquitto: Any, tmp_path: Path, site_b: Path, store_url: str) -> Iterator[Gateway]:
+def gateway(mosquitto: Any, tmp_path: Path, site_b: Path, stores: tuple[str, str]) -> Iterator[Gateway]:
     settings = Settings(
-        data_dir=tmp_path, sites=f"{builtin_site_path()},{site_b}", mqtt_url=mosquitto.url, tsdb_url=store_url,
-        mqtt_client_id=f"gw-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path, sites=f"{builtin_site_path()},{site_b}", mqtt_url=mosquitto.url, tsdb_url=stores[0],
+        database_url=stores[1], mqtt_client_id=f"gw-{uuid.uuid4().hex[:8]}",
     )
     gw = Gateway(settings, clock=ManualClock(NIGHT))
     gw.start()
