@@ -104,9 +104,11 @@ def start_broker(kind: str, host: str, port: int, data_dir: Path, logs: Path) ->
         store = data_dir / "broker"
         store.mkdir(parents=True, exist_ok=True)
         conf = store / "mosquitto.conf"
+        # Started as root, Mosquitto drops to its own user and could not write the data dir: keep the caller's.
+        user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
             f"listener {port} {host}\nallow_anonymous true\npersistence true\npersistence_location {store}/\n"
-            f"max_queued_messages 100000\nlog_dest stdout\n",
+            f"max_queued_messages 100000\nlog_dest stdout\n{user}",
             encoding="utf-8",
         )
         command, label = [binary, "-c", str(conf)], "mosquitto"
