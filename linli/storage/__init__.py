@@ -5,6 +5,19 @@ SQLite by default, PostgreSQL by URL; the schema is owned by the Alembic migrati
 """
 
 from linli.storage.db import Database, migrate
-from linli.storage.models import Base, DeadLetter, DeviceState, TicketEventRow, TicketRow, User
+from linli.storage.models import (
+    Base,
+    DeadLetter,
+    DeviceCredential,
+    DeviceLifecycleEvent,
+    DeviceState,
+    ResidentReport,
+    TicketEventRow,
+    TicketRow,
+    User,
+)
 
-__all__ = ["Base", "Database", "DeadLetter", "DeviceState", "TicketEventRow", "TicketRow", "User", "migrate"]
+__all__ = [
+    "Base", "Database", "DeadLetter", "DeviceCredential", "DeviceLifecycleEvent", "DeviceState", "ResidentReport",
+    "TicketEventRow", "TicketRow", "User", "migrate",
+]

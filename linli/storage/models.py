@@ -142,3 +142,60 @@ class DeviceState(Base):
     last_seq: Mapped[int | None] = mapped_column(Integer)
     boot: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime]
+
+
+class DeviceCredential(Base):
+    """A broker account issued to a device or concentrator. Only the Mosquitto hash is kept."""
+
+    __tablename__ = "device_credentials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # streetlight | elevator | charger | concentrator
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # Mosquitto's $7$ PBKDF2-SHA512 format
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_device_credentials_device", "site", "device_id"),)
+
+
+class DeviceLifecycleEvent(Base):
+    """Commissioned, controller replaced, lamp replaced, retired: a device's own history."""
+
+    __tablename__ = "device_lifecycle_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_device_lifecycle_device", "site", "device_id", "at"),)
+
+
+class ResidentReport(Base):
+    """A resident's or courier's report. Contact and photos are personal data with a retention period."""
+
+    __tablename__ = "resident_reports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # unguessable (secrets.token_urlsafe)
+    site: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    contact: Mapped[str | None] = mapped_column(String(128))
+    location: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    photos: Mapped[list[str]] = mapped_column(default=list)  # paths under the uploads dir
+    source: Mapped[str] = mapped_column(String(16), default="resident")  # resident | grid_officer
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    created_at: Mapped[datetime]
+    personal_data_removed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_resident_reports_ticket", "ticket_id"),)
