@@ -22,6 +22,7 @@ from linli import __version__
 from linli.clock import Clock, SystemClock
 from linli.settings import Settings
 from linli.site import SiteRegistry
+from linli.site_source import SiteSource
 from linli.storage import Database, migrate
 from linli.storage.users import any_user_exists, create_user
 from linli.tsdb import StoreError, TimeSeriesStore, open_store
@@ -80,13 +81,14 @@ def _bootstrap_admin(db: Database, settings: Settings, sites: SiteRegistry, cloc
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    sites = SiteRegistry.load(settings.site_files)
+    source = SiteSource(settings.site_files)  # requests poll it (api.deps.get_sites): edits apply without a restart
+    sites = source.current
     _migrate_with_retries(settings.db_url)
     db = Database(settings.db_url)
     store = _open_store(settings.timeseries_url)
     try:
         _bootstrap_admin(db, settings, sites, app.state.clock)
-        app.state.sites, app.state.db, app.state.store = sites, db, store
+        app.state.site_source, app.state.db, app.state.store = source, db, store
         log.info("serving sites %s; database %s; time-series store %s",
                  ", ".join(sites.ids()), db.engine.url.render_as_string(hide_password=True),
                  store.url_redacted if store else "unavailable")

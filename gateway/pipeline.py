@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.broker import Inbound
 from linli.clock import from_ms
-from linli.contract import Channel, Message, Rejection, parse
+from linli.contract import Channel, Message, Rejection, RejectReason, parse
 from linli.engine import Decision, DeviceLive, Engine
 from linli.site import SiteRegistry
 from linli.storage import Database, DeadLetter, DeviceState
@@ -49,14 +49,18 @@ class Pipeline:
         store: TimeSeriesStore,
         publish: Publish | None = None,
     ) -> None:
-        self._sites = sites
         self._engine = engine
         self._db = database
         self._store = store
-        self._tickets = TicketService(sites)
         self._publish = publish
         self.counters = Counters()
         self._last_logged: dict[tuple[str | None, str | None], datetime] = {}
+        self.use_sites(sites)
+
+    def use_sites(self, sites: SiteRegistry) -> None:
+        """Validate and route by `sites` from the next batch on (a reload of the site files)."""
+        self._sites = sites
+        self._tickets = TicketService(sites)
         self._concentrators = {(s.id, c.id) for s in sites for c in s.spec.concentrators}
 
     def _device_kind(self, site: str, device_id: str) -> str | None:
@@ -78,7 +82,7 @@ class Pipeline:
                 known_site=self._sites.__contains__, concentrator_known=self._concentrator,
             )
             if isinstance(result, Rejection):
-                rejections.append(result)
+                rejections.append(self._explained(result))
                 continue
             if result.channel in (Channel.TELEMETRY, Channel.EVENT) and self._engine.is_duplicate(result):
                 self.counters.duplicates += 1
@@ -89,6 +93,14 @@ class Pipeline:
                 points.append(point)
             self.counters.processed += 1
         return self._commit(rejections, decisions, points, now)
+
+    def _explained(self, rejection: Rejection) -> Rejection:
+        """A retired device is unknown to the contract; say that it is retired, not unknown."""
+        if rejection.reason is RejectReason.UNKNOWN_DEVICE and rejection.site and rejection.device_id:
+            site = self._sites.get(rejection.site)
+            if site is not None and rejection.device_id in site.retired:
+                return replace(rejection, detail=f"device {rejection.device_id!r} of site {rejection.site!r} is retired")
+        return rejection
 
     def tick(self, now: datetime) -> list[TicketChange]:
         decisions = self._engine.tick(now)

@@ -15,6 +15,7 @@ from linli.clock import Clock, SystemClock
 from linli.engine import Engine
 from linli.settings import Settings
 from linli.site import SiteRegistry
+from linli.site_source import SiteSource
 from linli.storage import Database, migrate
 from linli.tsdb import TimeSeriesStore, open_store
 
@@ -34,7 +35,12 @@ class Gateway:
         store: TimeSeriesStore | None = None,
     ) -> None:
         self.settings = settings
-        self.sites = sites or SiteRegistry.load(settings.site_files)
+        # The site files are polled by the worker (about every 2 s) and applied without a restart.
+        if sites is None:
+            self.site_source = SiteSource(settings.site_files)
+        else:
+            self.site_source = SiteSource([s.source for s in sites if s.source is not None], initial=sites)
+        self.sites = self.site_source.current
         self.clock = clock or SystemClock()
         migrate(settings.db_url)
         self.database = Database(settings.db_url)
@@ -90,9 +96,29 @@ class Gateway:
                 self._progress.wait(remaining)
         return True
 
+    HEARTBEAT_EVERY_WALL_S = 10.0  # the watchdog (linli.ops.watchdog) alerts after --max-silence, 60 s by default
+
+    def _heartbeat(self) -> None:
+        """Retained QoS 1 on linli/v1/gateway/{client_id}/heartbeat: the watchdog's sign of life."""
+        import json
+
+        from linli.ops.watchdog import HEARTBEAT_TOPIC
+
+        try:
+            body = {"ts": self.clock.now().isoformat(), "sites": self.sites.ids(), "messages_done": self.messages_done,
+                    "connected": self.connected, "db_ok": self.database.ping()}
+            topic = HEARTBEAT_TOPIC.format(gateway_id=self.settings.mqtt_client_id)
+            self.link.publish(topic, json.dumps(body).encode(), qos=1, retain=True)
+        except Exception as exc:  # a missed beat is the watchdog's news, never the worker's end
+            log.warning("publishing the heartbeat failed: %s", exc)
+
     def _work(self) -> None:
         last_tick = 0.0
+        last_beat = 0.0
         while not self._stopping.is_set():
+            if self.connected and time.monotonic() - last_beat >= self.HEARTBEAT_EVERY_WALL_S:
+                last_beat = time.monotonic()
+                self._heartbeat()
             batch: list[Inbound] = []
             try:
                 item = self._inbox.get(timeout=0.1)
@@ -107,6 +133,10 @@ class Gateway:
             except queue.Empty:
                 pass
             try:
+                self._reload_sites()
+            except Exception:  # a reload that fails keeps the running sites
+                log.exception("applying edited site files failed")
+            try:
                 now = self.clock.now()
                 if batch:
                     self.pipeline.process(batch, now)
@@ -119,6 +149,14 @@ class Gateway:
             with self._progress:
                 self.messages_done += len(batch)
                 self._progress.notify_all()
+
+    def _reload_sites(self) -> None:
+        outcome = self.site_source.poll_if_due()
+        if outcome is None or outcome.sites is None:
+            return  # unchanged, or refused (the source logged why; `site_source.last_error` says it)
+        self.engine.reload_sites(outcome.sites, self.clock.now())
+        self.pipeline.use_sites(outcome.sites)
+        self.sites = outcome.sites
 
     def _link_changed(self, change: LinkChange) -> None:
         self.connected = change.connected

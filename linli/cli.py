@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def _gateway(argv: Sequence[str]) -> int:
@@ -87,6 +87,18 @@ def _create_user(argv: Sequence[str]) -> int:
     return 0
 
 
+def _ops(module: str, function: str = "main") -> Callable[[Sequence[str]], int]:
+    """A command implemented in linli.ops, imported only when it runs."""
+
+    def run(argv: Sequence[str]) -> int:
+        from importlib import import_module
+
+        entry = getattr(import_module(f"linli.ops.{module}"), function)
+        return int(entry(list(argv)))
+
+    return run
+
+
 COMMANDS = {
     "demo": (_demo, "run everything embedded on this machine (broker, gateway, API, simulator)"),
     "gateway": (_gateway, "run the gateway (MQTT in; time series, live state and tickets out)"),
@@ -95,6 +107,12 @@ COMMANDS = {
     "broker": (_broker, "run the embedded amqtt broker"),
     "check-sites": (_check_sites, "validate site files"),
     "create-user": (_create_user, "create an account"),
+    "provision": (_ops("provision"), "issue broker accounts and write Mosquitto's password and ACL files"),
+    "device": (_ops("lifecycle"), "commission, replace a controller or lamp, retire a device"),
+    "backup": (_ops("backup", "backup_main"), "back up the database, site files, uploads and configuration"),
+    "restore": (_ops("backup", "restore_main"), "restore a backup into a data directory"),
+    "watchdog": (_ops("watchdog"), "watch gateway, broker, API and database from another machine"),
+    "purge-personal-data": (_ops("retention"), "remove residents' contacts and photos past the retention period"),
 }
 
 

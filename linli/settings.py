@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     token_ttl_min: int = Field(480, gt=0, le=7 * 24 * 60)
     admin_password: str | None = Field(None, description="creates user 'admin' with it when no user exists")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    personal_data_days: int = Field(180, ge=1, le=3650, description="keep residents' contacts and photos this long after closing")
 
     @field_validator("mqtt_url")
     @classmethod

@@ -139,6 +139,9 @@ class Device(_Model):
     rated_power_kw: float | None = Field(default=None, gt=0)
     connectors: int = Field(default=1, ge=1, le=8)
     group: str | None = None
+    retired: bool = Field(
+        default=False, description="Taken out of service: kept in the file for its history, no longer monitored"
+    )
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Device:
@@ -275,11 +278,12 @@ class Site:
 
     source: Path | None
     spec: SiteFile
-    devices: Mapping[str, Device]
+    devices: Mapping[str, Device]  # the devices in service; the engine, gateway and API see only these
     circuits: Mapping[str, Circuit]
     cabinet_of_circuit: Mapping[str, str]
     buildings: Mapping[str, Building]
     compounds: Mapping[str, Compound]
+    retired: Mapping[str, Device]  # kept in the file for their history; their messages are refused
 
     @property
     def id(self) -> str:
@@ -330,11 +334,12 @@ def build_site(spec: SiteFile, source: Path | None = None) -> Site:
     return Site(
         source=source,
         spec=spec,
-        devices={d.id: d for d in spec.devices},
+        devices={d.id: d for d in spec.devices if not d.retired},
         circuits=circuits,
         cabinet_of_circuit={c.id: cab.id for cab in spec.cabinets for c in cab.circuits},
         buildings={b.id: b for b in spec.buildings},
         compounds={c.id: c for c in spec.compounds},
+        retired={d.id: d for d in spec.devices if d.retired},
     )
 
 
@@ -365,6 +370,11 @@ def load_site(path: str | Path) -> Site:
         raise SiteConfigError(f"{path}: cannot read the site file: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise SiteConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    return parse_site(text, path)
+
+
+def parse_site(text: str, path: Path) -> Site:
+    """A site from the text of a site file; `path` names it in error messages (and becomes its source)."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -28,6 +28,7 @@ class DeviceLive:
     device_id: str
     kind: str
     interval_s: int
+    watched_since: datetime  # since when silence counts: the start, or the reload that added the device
     online: bool | None = None  # None: not heard from since the gateway started
     last_seen: datetime | None = None  # gateway time of the last message
     status: dict[str, Any] = field(default_factory=dict)
@@ -49,13 +50,9 @@ class Engine:
         self._live: dict[tuple[str, str], DeviceLive] = {}
         # Silence counts only while the gateway is connected to the broker.
         self._connected_since: datetime | None = now
-        self._started_at = now
         for site in sites:
             for device in site.devices.values():
-                live = DeviceLive(site.id, device.id, device.kind, device.interval_s)
-                if device.kind == "streetlight" and device.rated_power_w:
-                    live.lamp = LampFailureDetector(device.rated_power_w)
-                self._live[(site.id, device.id)] = live
+                self._live[(site.id, device.id)] = _new_live(site, device, now)
 
     # ------------------------------------------------------------ queries
 
@@ -84,6 +81,32 @@ class Engine:
 
     def broker_connection(self, connected: bool, now: datetime) -> None:
         self._connected_since = now if connected else None
+
+    def reload_sites(self, sites: SiteRegistry, now: datetime) -> None:
+        """Serve edited site files without a restart.
+
+        A device new in service gets live state (its silence counts from `now`); a device removed
+        or retired loses it; a device still there keeps its live and detector state, with a
+        changed interval (unless its own status reported one) and rated power applied. A device
+        whose kind changed starts afresh.
+        """
+        live_now: dict[tuple[str, str], DeviceLive] = {}
+        for site in sites:
+            old_site = self._sites.get(site.id)
+            for device in site.devices.values():
+                key = (site.id, device.id)
+                live = self._live.get(key)
+                before = old_site.devices.get(device.id) if old_site else None
+                if live is None or before is None or before.kind != device.kind:
+                    live_now[key] = _new_live(site, device, now)
+                    continue
+                if "interval_s" not in live.status:
+                    live.interval_s = device.interval_s
+                if live.lamp is not None and device.rated_power_w:
+                    live.lamp.rated_power_w = device.rated_power_w
+                live_now[key] = live
+        self._sites = sites
+        self._live = live_now
 
     def observe(self, message: Message, now: datetime) -> list[Decision]:
         live = self._live.get((message.site, message.device_id))
@@ -144,7 +167,7 @@ class Engine:
                 continue
             site = self._sites[live.site]
             device = site.devices[live.device_id]
-            anchor = max(live.last_seen or self._started_at, self._connected_since)
+            anchor = max(live.last_seen or live.watched_since, self._connected_since)
             if device.kind == "streetlight" and device.circuit and site.circuits[device.circuit].switched:
                 on_since = scheduled_on_since(site, now)
                 if on_since is None:
@@ -175,6 +198,13 @@ class Engine:
         if device.kind == "streetlight" and is_night(site, now):
             severity = Severity.P2
         return [FaultRaised(site.id, Subject("device", device.id), "offline", severity, device.kind, (device.id,), now, why)]
+
+
+def _new_live(site: Site, device: Device, now: datetime) -> DeviceLive:
+    live = DeviceLive(site.id, device.id, device.kind, device.interval_s, watched_since=now)
+    if device.kind == "streetlight" and device.rated_power_w:
+        live.lamp = LampFailureDetector(device.rated_power_w)
+    return live
 
 
 def _at(ts_ms: int) -> datetime:

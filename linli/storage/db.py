@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -34,15 +37,28 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5})
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Bring the schema at `url` up to `revision` with Alembic."""
-    from alembic import command
+def alembic_config(url: str) -> Config:
+    """The Alembic configuration of the schema at `url`."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema at `url` up to `revision` with Alembic."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the schema at `url` down to `revision` (data of the tables dropped on the way is lost)."""
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
 
 
 class Database:
