@@ -1,4 +1,4 @@
-"""Residents' personal data is removed a retention period after their ticket closed (SQLite, moved `now`)."""
+"""Residents' personal data is removed a retention period after their ticket closed (SQLite and PostgreSQL, moved `now`)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'linli.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'linli.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     migrate(url)
     database = Database(url)
     yield database
