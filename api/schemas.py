@@ -100,6 +100,38 @@ class DevicePublic(_Out):
     inactive_detectors: list[str] = Field(
         description="fault codes that cannot be detected because the device does not report a field they need"
     )
+    lamp_age_hours: float | None = Field(
+        None,
+        description="streetlight: hours the lamp in it has burnt, its reported burn_hours less the counter "
+        "at its latest recorded lamp replacement; null when burn_hours is unknown, and for other kinds",
+    )
+    lamp_replaced_at: datetime | None = Field(
+        None, description="streetlight: when its latest lamp replacement was recorded; null if never"
+    )
+    energy_baseline_since: datetime | None = Field(
+        None,
+        description="streetlight: from when its nights count towards its energy baseline (its latest lamp or "
+        "controller replacement); null when neither was ever replaced",
+    )
+
+
+class LifecycleEventPublic(_Out):
+    type: str = Field(description="commissioned | controller_replaced | lamp_replaced | retired")
+    at: datetime
+    actor: str = Field(description="who recorded it (`linli device ... --actor`, default the login name)")
+    note: str | None
+
+
+class DeviceDetailPublic(DevicePublic):
+    lifecycle: list[LifecycleEventPublic] = Field(
+        description="its lifecycle events (commissioned, controller or lamp replaced, retired), oldest first"
+    )
+
+
+class LifecyclePublic(_Out):
+    site: str
+    device_id: str
+    items: list[LifecycleEventPublic] = Field(description="oldest first")
 
 
 class DevicesPublic(_Out):

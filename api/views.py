@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from api import schemas
 from linli.catalog import FAULTS
 from linli.contract import TELEMETRY_MODELS
+from linli.ops.lifecycle import LAMP_REPLACED, energy_baseline_start, lamp_age_hours
 from linli.site import Device, Site
-from linli.storage.models import DeviceState, TicketRow
+from linli.storage.models import DeviceLifecycleEvent, DeviceState, TicketRow
 from linli.tickets import TicketStatus
 
 # Detectors that need one optional telemetry field: when the device's latest telemetry lacks it,
@@ -60,6 +61,8 @@ class LiveView:
     # (site, device id) -> statuses and ids of the active tickets concerning the device
     tickets: dict[tuple[str, str], list[tuple[int, TicketStatus]]] = field(default_factory=lambda: defaultdict(list))
     active_rows: list[TicketRow] = field(default_factory=list)
+    # (site, device id) -> its lifecycle events, oldest first
+    lifecycle: dict[tuple[str, str], list[DeviceLifecycleEvent]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def load(cls, session: Session, site_ids: Sequence[str]) -> LiveView:
@@ -75,10 +78,24 @@ class LiveView:
         for row in rows:
             for device_id in devices_of(row):
                 view.tickets[(row.site, device_id)].append((row.id, TicketStatus(row.status)))
+        for event in lifecycle_events(session, site_ids):  # one query for every device of the sites
+            view.lifecycle[(event.site, event.device_id)].append(event)
         return view
 
     def ticket_statuses(self, site: str, device_id: str) -> list[TicketStatus]:
         return [status for _, status in self.tickets.get((site, device_id), ())]
+
+
+def lifecycle_events(session: Session, site_ids: Sequence[str], device_id: str | None = None) -> list[DeviceLifecycleEvent]:
+    """Lifecycle events of the sites (of one device, when given), oldest first."""
+    query = select(DeviceLifecycleEvent).where(DeviceLifecycleEvent.site.in_(site_ids))
+    if device_id is not None:
+        query = query.where(DeviceLifecycleEvent.device_id == device_id)
+    return list(session.scalars(query.order_by(DeviceLifecycleEvent.at, DeviceLifecycleEvent.id)))
+
+
+def lifecycle_public(events: Iterable[DeviceLifecycleEvent]) -> list[schemas.LifecycleEventPublic]:
+    return [schemas.LifecycleEventPublic(type=e.type, at=e.at, actor=e.actor, note=e.note) for e in events]
 
 
 def devices_of(row: TicketRow) -> list[str]:
@@ -128,10 +145,36 @@ def location_of(site: Site, device: Device) -> schemas.Location:
     )
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def lamp_fields(device: Device, last: Mapping[str, Any], events: Sequence[DeviceLifecycleEvent]) -> dict[str, Any]:
+    """A streetlight's lamp age, last lamp replacement and energy baseline start (the other kinds: none)."""
+    if device.kind != "streetlight":
+        return {}
+    burn_hours = _number(last.get("burn_hours"))
+    replacements = [event.at for event in events if event.type == LAMP_REPLACED]
+    return {
+        "lamp_age_hours": lamp_age_hours(events, burn_hours) if burn_hours is not None else None,
+        "lamp_replaced_at": max(replacements, default=None),
+        "energy_baseline_since": energy_baseline_start(events),
+    }
+
+
 def device_public(site: Site, device: Device, live: LiveView) -> schemas.DevicePublic:
+    return schemas.DevicePublic(**_device_fields(site, device, live))
+
+
+def device_detail(site: Site, device: Device, live: LiveView) -> schemas.DeviceDetailPublic:
+    events = live.lifecycle.get((site.id, device.id), [])
+    return schemas.DeviceDetailPublic(**_device_fields(site, device, live), lifecycle=lifecycle_public(events))
+
+
+def _device_fields(site: Site, device: Device, live: LiveView) -> dict[str, Any]:
     state = live.states.get((site.id, device.id))
     last = dict(state.last or {}) if state is not None else {}
-    return schemas.DevicePublic(
+    return dict(
         id=device.id,
         site=site.id,
         kind=device.kind,
@@ -143,6 +186,7 @@ def device_public(site: Site, device: Device, live: LiveView) -> schemas.DeviceP
         last=last,
         open_tickets=[ticket_id for ticket_id, _ in live.tickets.get((site.id, device.id), ())],
         inactive_detectors=inactive_detectors(device.kind, last),
+        **lamp_fields(device, last, live.lifecycle.get((site.id, device.id), [])),
     )
 
 

@@ -1,8 +1,15 @@
 """``linli sim``: run simulated devices of one or more sites against an MQTT broker.
 
-``main(argv)`` returns the exit code: 0 after a normal stop (``--duration`` elapsed, SIGINT or
-SIGTERM), 2 for bad input or a broker that cannot be used, with a one-line message on stderr.
-Progress goes to stderr through the ``firmware_sim`` logger.
+``main(argv)`` returns the exit code: 0 after a normal stop (``--duration`` or ``--sim-duration``
+elapsed, SIGINT or SIGTERM), 2 for bad input or a broker that cannot be used, with a one-line
+message on stderr. Progress goes to stderr through the ``firmware_sim`` logger, every
+``--progress`` seconds: connections up, devices online, messages per second, buffered messages.
+
+Time: ``--speed 1`` (default) is real time; ``--speed 60`` runs a ``ScaledClock`` 60 times faster
+(a night in 12 minutes), from ``--start`` if given; ``--speed max`` drives a ``ManualClock`` as fast
+as publishing allows. Any clock but plain real time is announced, retained, on ``linli/v1/clock``
+(``firmware_sim.simclock``) so a gateway can follow it. ``--fleet SxCxK`` simulates a synthetic
+county through concentrators (``firmware_sim.fleet``) instead of site files.
 """
 
 from __future__ import annotations
@@ -14,14 +21,19 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from firmware_sim.faults import INJECT_GRAMMAR, InjectionError, parse_delay, parse_injection
-from firmware_sim.runtime import BrokerConfig, Simulator, SimulatorError
-from linli.clock import SystemClock
+from firmware_sim.fleet import county, fleet_models, parse_fleet
+from firmware_sim.runtime import BrokerConfig, ModelFactory, Simulator, SimulatorError
+from firmware_sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
+from firmware_sim.truth import GroundTruthWriter, TruthError
+from linli.clock import Clock, ManualClock, ScaledClock, SystemClock
 from linli.site import Site, SiteConfigError, builtin_site_path, load_site
 
 PROG = "linli sim"
@@ -38,6 +50,65 @@ def _seconds(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
     return seconds
+
+
+def _speed(text: str) -> float | None:
+    """A positive factor, or ``max`` (None)."""
+    if text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number or max") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number or max")
+    return value
+
+
+def _start(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO 8601 time, e.g. 2026-11-26T18:00+08:00") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a UTC offset, e.g. 2026-11-26T18:00+08:00")
+    return moment.astimezone(UTC)
+
+
+def _fleet(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_fleet(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def read_credentials(path: Path) -> dict[str, tuple[str, str | None]]:
+    """The table ``linli provision`` prints (SITE DEVICE KIND USERNAME PASSWORD, header optional)
+    as the simulator's credentials: ``site/device`` or ``site/concentrator/ID`` -> (user, password)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SimulatorError(f"--credentials {path}: cannot read it: {exc.strerror or exc}") from None
+    out: dict[str, tuple[str, str | None]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        cells = line.split()
+        if not cells or cells[0].startswith("#") or cells[:2] == ["SITE", "DEVICE"]:
+            continue
+        if len(cells) != 5:
+            raise SimulatorError(f"--credentials {path}:{number}: expected SITE DEVICE KIND USERNAME PASSWORD")
+        site, device, kind, username, password = cells
+        out[f"{site}/concentrator/{device}" if kind == "concentrator" else f"{site}/{device}"] = (username, password)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject a fault, e.g. lamp_failure:SL-07 or offline:SL-12@+60s/10m (grammar below); repeatable",
     )
     parser.add_argument(
+        "--scenario", metavar="NAME|FILE",
+        help=f"run a scenario: built-in {', '.join(builtin_scenarios())}, or a YAML file (docs/simulator.md); "
+             "it sets the start time, the faults and, unless --sim-duration is given, how long simulated time runs",
+    )
+    parser.add_argument(
+        "--truth", metavar="FILE", type=Path,
+        help="write what was injected, when and where, as JSON Lines, for `linli sim-check`",
+    )
+    parser.add_argument(
         "--seed", metavar="N", type=int, default=0, help="random seed; the same seed reproduces a run (default 0)"
     )
     parser.add_argument(
@@ -76,6 +156,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", metavar="ID", action="append", default=None,
         help="simulate only this device (ID or SITE:ID); repeatable (default: every device)",
     )
+    parser.add_argument(
+        "--speed", metavar="X|max", type=_speed, default=1.0,
+        help="simulated seconds per wall second, e.g. 60 (a night in 12 minutes), or max: as fast as publishing "
+        "allows, no sleeps (default 1: real time)",
+    )
+    parser.add_argument(
+        "--start", metavar="TIME", type=_start, default=None,
+        help="simulated start time, ISO 8601 with an offset, e.g. 2026-11-26T18:00+08:00 (default: now)",
+    )
+    parser.add_argument(
+        "--sim-duration", metavar="SECONDS", type=_seconds, default=None,
+        help="stop once this much simulated time has passed, e.g. 12h (with --speed 60 or max)",
+    )
+    parser.add_argument(
+        "--fleet", metavar="SxCxK", type=_fleet, default=None,
+        help="simulate a synthetic county instead of site files: S sites x C concentrators x K streetlights, "
+        "e.g. 20x10x500 (100,000 lights over 200 concentrator connections)",
+    )
+    parser.add_argument(
+        "--clockless", action="store_true",
+        help="devices without a clock: no ts in any message (the gateway stamps arrival; expiry is not checked)",
+    )
+    parser.add_argument(
+        "--buffer", metavar="N", type=_count, default=1000,
+        help="QoS 1 messages each device keeps while the broker is away, replayed on reconnection (default %(default)s)",
+    )
+    parser.add_argument(
+        "--credentials", metavar="FILE", type=Path, default=None,
+        help="per-device broker credentials: the table `linli provision` prints (SITE DEVICE KIND USERNAME PASSWORD)",
+    )
+    parser.add_argument("--boot", metavar="N", type=_count, default=None,
+                        help="the boot counter devices report (default: grows with the wall clock)")
+    parser.add_argument("--progress", metavar="SECONDS", type=_seconds, default=5.0,
+                        help="progress line on stderr every this many seconds (default 5)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     return parser
 
@@ -109,31 +223,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     _setup_logging(args.quiet)
 
+    factory: ModelFactory | None = None
     try:
-        sites: list[Site] = [load_site(path) for path in _site_paths(args.site)]
+        if args.fleet is not None:
+            sites: list[Site] = county(*args.fleet, seed=args.seed)
+            factory = fleet_models(args.seed)
+        else:
+            sites = [load_site(path) for path in _site_paths(args.site)]
     except SiteConfigError as exc:
         return _fail(str(exc).replace("\n", "; "))
     ids = [s.id for s in sites]
     if len(set(ids)) != len(ids):
         return _fail(f"the same site is given twice ({', '.join(ids)})")
 
-    clock = SystemClock()
+    scenario = None
+    if args.scenario is not None:
+        try:
+            scenario = load_scenario(args.scenario)
+        except ScenarioError as exc:
+            return _fail(str(exc))
+    now = SystemClock().now()
+    start = args.start or (scenario.start_at(now, sites[0].spec.site.timezone) if scenario else now)
+    sim_duration = args.sim_duration
+    if sim_duration is None and scenario is not None:
+        sim_duration = scenario.duration.total_seconds()
+    clock: Clock
+    if args.speed is None:
+        clock = ManualClock(start)
+    elif args.speed == 1.0 and args.start is None:
+        clock = SystemClock()
+    else:
+        clock = ScaledClock(start, args.speed)
     try:
         broker = BrokerConfig.from_url(
             args.broker, os.environ.get("LINLI_MQTT_USERNAME") or None, os.environ.get("LINLI_MQTT_PASSWORD") or None
         )
-        start = clock.now()
+        credentials = read_credentials(args.credentials) if args.credentials is not None else None
         injections = [parse_injection(spec, start=start) for spec in args.inject]
+        if scenario is not None:
+            injections.extend(scenario.injections(start, sites))
+        truth = None
+        if args.truth is not None:
+            truth = GroundTruthWriter(
+                args.truth, seed=args.seed, sites=ids, scenario=scenario.name if scenario else None,
+                speed=args.speed or 0.0, started_at=start, interval_s=args.interval, site_objects=sites,
+            )
         simulator = Simulator(
-            sites, broker, clock=clock, seed=args.seed, interval_s=args.interval, devices=args.device, injections=injections
+            sites, broker, clock=clock, seed=args.seed, interval_s=args.interval, devices=args.device, injections=injections,
+            credentials=credentials, boot=args.boot, report_every_s=args.progress, time_scale=args.speed or 1.0,
+            drive_clock=args.speed is None, clockless=args.clockless, buffer_limit=args.buffer, model_factory=factory,
+            announce_clock=not isinstance(clock, SystemClock), truth=truth,
+            run_until=start + timedelta(seconds=sim_duration) if sim_duration is not None and args.speed is None else None,
         )
-    except (SimulatorError, InjectionError) as exc:
+    except (SimulatorError, InjectionError, ScenarioError, TruthError) as exc:
         return _fail(str(exc))
 
     count = len(simulator.device_keys)
     period = f"every {args.interval:g} s" if args.interval else "at each device's interval"
     noun = "device" if count == 1 else "devices"
-    log.info("simulating %d %s of %s, telemetry %s, broker %s", count, noun, ", ".join(ids), period, broker.url)
+    where = ", ".join(ids) if len(ids) <= 4 else f"{len(ids)} sites"
+    pace = "as fast as possible" if args.speed is None else f"x{args.speed:g}"
+    log.info("simulating %d %s of %s over %d connections, telemetry %s, broker %s, time %s from %s", count, noun, where,
+             len(simulator.connection_ids), period, broker.url, pace, start.isoformat(timespec="seconds"))
     for injection in injections:
         log.info("scheduled injection: %s", injection)
 
@@ -153,12 +304,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             simulator.start()
         except SimulatorError as exc:
             return _fail(str(exc))
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        sim_end = None if sim_duration is None else start.timestamp() + sim_duration
         with contextlib.suppress(KeyboardInterrupt):
-            stop.wait(args.duration)
+            while not stop.is_set():
+                left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if left <= 0 or simulator.reached_end or (sim_end is not None and clock.now().timestamp() >= sim_end):
+                    break
+                stop.wait(left)
         log.info("stopping: marking devices offline")
         simulator.stop()
+        if truth is not None:
+            truth.close(at=clock.now())
+            log.info("ground truth written to %s", args.truth)
         stats = simulator.stats()
-        log.info("sent %d telemetry and %d status messages", stats.telemetry_sent, stats.status_sent)
+        log.info("sent %d telemetry, %d event and %d status messages; %d replayed from offline buffers, %d dropped",
+                 stats.telemetry_sent, stats.events_sent, stats.status_sent, stats.replayed, stats.buffer_dropped)
         return 0
     finally:
         for signum, handler in previous.items():

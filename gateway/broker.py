@@ -29,6 +29,8 @@ class Inbound:
     qos: int
     retain: bool
     received_ms: int
+    mid: int = 0  # the broker's packet id (QoS 1): acknowledged once the message is durably recorded
+    link: int = 0  # which connection it came on: an ack never crosses a reconnect
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,10 @@ class BrokerLink:
         if tls:
             self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         self._client.max_queued_messages_set(0)
+        # A QoS 1 message is acknowledged by `ack` after its batch is stored, not on receipt:
+        # a gateway that dies holding it gets it again from the broker.
+        self._client.manual_ack_set(True)
+        self._link = 0
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -80,6 +86,16 @@ class BrokerLink:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def ack(self, items: Iterable[Inbound]) -> int:
+        """PUBACK the QoS 1 messages of `items` (in the order received); those of an older connection
+        are left to the broker, which sends them again. Returns how many were acknowledged."""
+        done = 0
+        for item in items:
+            if item.qos > 0 and item.link == self._link:
+                self._client.ack(item.mid, item.qos)
+                done += 1
+        return done
+
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
@@ -91,6 +107,7 @@ class BrokerLink:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
+        self._link += 1
         client.subscribe(self._topics)
         self._inbox.put(LinkChange(True, str(reason)))
         log.info("connected to %s:%s, subscribed to %s", self._host, self._port, [t for t, _ in self._topics])
@@ -107,4 +124,5 @@ class BrokerLink:
             topic = message.topic
         except UnicodeDecodeError:  # brokers should refuse these, but a bad topic must not kill the thread
             topic = bytes(message._topic).decode("utf-8", "replace")
-        self._inbox.put(Inbound(topic, bytes(message.payload), message.qos, message.retain, to_ms(self._clock.now())))
+        self._inbox.put(Inbound(topic, bytes(message.payload), message.qos, message.retain, to_ms(self._clock.now()),
+                                message.mid, self._link))

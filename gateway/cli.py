@@ -9,18 +9,20 @@ import threading
 
 from pydantic import ValidationError
 
-from linli.settings import Settings
+from gateway.settings import GatewaySettings
 from linli.site import SiteConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
     del argv  # configured by environment only; see the README's table
     try:
-        settings = Settings()
+        settings = GatewaySettings()
     except ValidationError as exc:
         print(f"linli gateway: bad configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     from gateway.runtime import Gateway
 
     try:

@@ -6,26 +6,33 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
+from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.broker import Inbound
+from gateway.buffer import PointSink, Rejected
 from linli.clock import from_ms
-from linli.contract import Channel, Message, Rejection, RejectReason, parse
+from linli.contract import Channel, Event, Message, Rejection, RejectReason, Status, parse
 from linli.engine import Decision, DeviceLive, Engine
 from linli.site import SiteRegistry
-from linli.storage import Database, DeadLetter, DeviceState
+from linli.storage import Database, DeadLetter, DeviceEngineState, DeviceState
 from linli.storage.tickets import TicketChange, TicketService
-from linli.tsdb import Point, StoreError, TimeSeriesStore
+from linli.tickets import EventType
+from linli.tsdb import Point, TimeSeriesStore
 
 log = logging.getLogger("linli.gateway.pipeline")
 
 # Publishes an internal event (topic, payload); the runtime passes the broker link's publish.
 Publish = Callable[[str, bytes], None]
 _LOG_EVERY_S = 60
+RATE_LIMIT_PER_S = 20  # live messages per device per second (device contract)
+SAMPLE_EXCESS_EVERY = 10  # of a throttled device's excess QoS 0 telemetry, keep one in this many
+REPLAY_AFTER_MS = 60_000  # a device-stamped ts older than this on arrival: the device replays its buffer
+STORE_REJECTED = "store_rejected"  # dead-letter reason of a point the time-series store refused
 
 
 @dataclass(slots=True)
@@ -34,9 +41,21 @@ class Counters:
     processed: int = 0
     duplicates: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
+    replayed: int = 0  # messages with an old ts (a device replaying its offline buffer)
+    throttled: int = 0  # QoS 0 telemetry dropped by sampling a device over the rate limit
+    tickets_changed: int = 0
+    tickets_opened: dict[str, int] = field(default_factory=dict)  # by fault code
+
+    # kept for callers of the time before the sink: the sink's own stats are the truth
     points_written: int = 0
     points_failed: int = 0
-    tickets_changed: int = 0
+
+
+@dataclass(slots=True)
+class _Rate:
+    second: int = -1
+    count: int = 0
+    flagged_until_s: int = -1  # the device counts as throttled until this second
 
 
 class Pipeline:
@@ -46,15 +65,21 @@ class Pipeline:
         sites: SiteRegistry,
         engine: Engine,
         database: Database,
-        store: TimeSeriesStore,
+        store: TimeSeriesStore | None = None,
+        sink: PointSink | None = None,
         publish: Publish | None = None,
     ) -> None:
+        if sink is None:
+            if store is None:
+                raise ValueError("a Pipeline needs a store or a sink")
+            sink = PointSink(store)
         self._engine = engine
         self._db = database
-        self._store = store
+        self.sink = sink
         self._publish = publish
         self.counters = Counters()
         self._last_logged: dict[tuple[str | None, str | None], datetime] = {}
+        self._rates: dict[tuple[str, str], _Rate] = {}
         self.use_sites(sites)
 
     def use_sites(self, sites: SiteRegistry) -> None:
@@ -87,12 +112,47 @@ class Pipeline:
             if result.channel in (Channel.TELEMETRY, Channel.EVENT) and self._engine.is_duplicate(result):
                 self.counters.duplicates += 1
                 continue
+            if self._throttled(result, item.qos):
+                self._engine.note_seq(result)
+                self.counters.throttled += 1
+                continue
             decisions.extend(self._engine.observe(result, now))
-            point = self._point(result)
+            point = self._point(result) if result.channel is Channel.TELEMETRY else self._record_point(result)
             if point is not None:
                 points.append(point)
             self.counters.processed += 1
         return self._commit(rejections, decisions, points, now)
+
+    def _throttled(self, message: Message, qos: int) -> bool:
+        """Rate limit: over 20 live messages/s flags the device; its excess QoS 0 telemetry is sampled down.
+
+        QoS 1 is never dropped, and a replayed message (old ts) neither counts nor is dropped.
+        """
+        if message.device_stamped and message.ts_ms < message.received_ms - REPLAY_AFTER_MS:
+            self.counters.replayed += 1
+            return False
+        key = (message.site, message.device_id)
+        rate = self._rates.get(key)
+        if rate is None:
+            rate = self._rates[key] = _Rate()
+        second = message.received_ms // 1000
+        if second != rate.second:
+            rate.second, rate.count = second, 0
+        rate.count += 1
+        excess = rate.count - RATE_LIMIT_PER_S
+        if excess <= 0:
+            return False
+        if rate.flagged_until_s < second:
+            log.warning("device %s/%s sends over %d messages/s: throttled", *key, RATE_LIMIT_PER_S)
+        rate.flagged_until_s = second + 60
+        if qos > 0 or message.channel is not Channel.TELEMETRY:
+            return False
+        return excess % SAMPLE_EXCESS_EVERY != 0
+
+    def throttled_devices(self, now_ms: int) -> int:
+        """Devices over the rate limit within the last minute."""
+        second = now_ms // 1000
+        return sum(1 for rate in self._rates.values() if rate.flagged_until_s >= second)
 
     def _explained(self, rejection: Rejection) -> Rejection:
         """A retired device is unknown to the contract; say that it is retired, not unknown."""
@@ -111,22 +171,23 @@ class Pipeline:
     def _commit(
         self, rejections: list[Rejection], decisions: list[Decision], points: list[Point], now: datetime
     ) -> list[TicketChange]:
-        if points:
-            try:
-                self._store.write(points)
-                self.counters.points_written += len(points)
-            except StoreError as exc:
-                # The on-disk buffer that keeps these comes with the gateway-at-scale work.
-                self.counters.points_failed += len(points)
-                log.error("time-series store refused %d points: %s", len(points), exc)
+        # Points first (store, else the on-disk buffer), then tickets and state: when the caller
+        # acknowledges the batch to the broker afterwards, everything of it is durable.
+        refused = self.sink.write(points) if points else []
+        self.counters.points_written = self.sink.stats.written
+        self.counters.points_failed = self.sink.stats.failed
         dirty = self._engine.take_dirty()
         with self._db.session() as session:
             for rejection in rejections:
                 self._dead_letter(session, rejection, now)
+            self._dead_letter_points(session, refused, now)
             changes = self._tickets.apply(session, decisions)
             if dirty:
                 self._save_states(session, dirty, now)
         self.counters.tickets_changed += len(changes)
+        for change in changes:
+            if change.event is EventType.OPENED:
+                self.counters.tickets_opened[change.fault] = self.counters.tickets_opened.get(change.fault, 0) + 1
         if self._publish is not None:
             for change in changes:
                 self._publish(f"linli/v1/{change.site}/events", json.dumps({
@@ -135,8 +196,8 @@ class Pipeline:
                 }).encode())
         return changes
 
-    def _dead_letter(self, session: Any, rejection: Rejection, now: datetime) -> None:
-        reason = rejection.reason.value
+    def _dead_letter(self, session: Any, rejection: Rejection, now: datetime, *, reason: str | None = None) -> None:
+        reason = reason or rejection.reason.value
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
         session.add(DeadLetter(
             received_at=from_ms(rejection.received_ms), reason=reason, detail=rejection.detail[:2000],
@@ -149,6 +210,20 @@ class Pipeline:
             self._last_logged[key] = now
             log.warning("dead letter (%s) on %r: %s", reason, rejection.topic[:200], rejection.detail[:300])
 
+    def dead_letter_points(self, refused: Rejected) -> None:
+        """Dead-letter points the store refused while the flusher wrote them (the flusher's thread)."""
+        with self._db.session() as session:
+            self._dead_letter_points(session, refused, datetime.now(tz=UTC))
+
+    def _dead_letter_points(self, session: Any, refused: Rejected, now: datetime) -> None:
+        for point, why in refused:
+            rejection = Rejection(
+                RejectReason.SCHEMA, why, f"tsdb/{point.measurement}", point.ts_ms, point.tags.get("site"),
+                point.tags.get("device"), json.dumps({"measurement": point.measurement, "tags": dict(point.tags),
+                                                     "fields": dict(point.fields), "ts_ms": point.ts_ms}).encode(),
+            )
+            self._dead_letter(session, rejection, now, reason=STORE_REJECTED)
+
     def _save_states(self, session: Any, dirty: list[DeviceLive], now: datetime) -> None:
         rows = [{
             "site": live.site, "device_id": live.device_id, "kind": live.kind, "online": live.online,
@@ -157,10 +232,46 @@ class Pipeline:
         } for live in dirty]
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(DeviceState).values(rows)
+        # Core tables and executemany: one compiled statement per batch, however many devices changed
+        # (a multi-VALUES insert is compiled anew for every batch and was the gateway's hottest spot).
+        statement = insert(cast(Table, DeviceState.__table__))
         columns = ("kind", "online", "last_seen", "status", "last", "last_seq", "boot", "updated_at")
         update = {c: statement.excluded[c] for c in columns}
-        session.execute(statement.on_conflict_do_update(index_elements=["site", "device_id"], set_=update))
+        session.execute(statement.on_conflict_do_update(index_elements=["site", "device_id"], set_=update), rows)
+        engine_rows = [{"site": live.site, "device_id": live.device_id, "state": live.snapshot(), "updated_at": now}
+                       for live in dirty]
+        engine_statement = insert(cast(Table, DeviceEngineState.__table__))
+        session.execute(engine_statement.on_conflict_do_update(
+            index_elements=["site", "device_id"],
+            set_={"state": engine_statement.excluded.state, "updated_at": engine_statement.excluded.updated_at},
+        ), engine_rows)
+
+    def _record_point(self, message: Message) -> Point | None:
+        """Events and status changes as points too: what happened, kept even when the buffer is full."""
+        body = message.body
+        tags = {"site": message.site, "device": message.device_id, "kind": message.kind}
+        fields: dict[str, float | bool | str] = {}
+        if isinstance(body, Event):
+            fields["code"] = body.code
+            if body.detail:
+                fields["detail"] = json.dumps(body.detail, ensure_ascii=False, sort_keys=True)[:4000]
+            measurement = "event"
+        elif isinstance(body, Status):
+            fields["online"] = body.online
+            for name in ("fw", "model"):
+                value = getattr(body, name)
+                if value:
+                    fields[name] = value
+            for name in ("interval_s", "boot"):
+                value = getattr(body, name)
+                if value is not None:
+                    fields[name] = float(value)
+            measurement = "status"
+        else:
+            return None
+        if message.seq is not None:
+            fields["seq"] = float(message.seq)
+        return Point(measurement, tags, fields, message.ts_ms)
 
     def _point(self, message: Message) -> Point | None:
         if message.channel is not Channel.TELEMETRY:
@@ -168,7 +279,8 @@ class Pipeline:
         site = self._sites[message.site]
         device = site.devices[message.device_id]
         fields: dict[str, float | bool | str] = {}
-        for name, value in message.body.model_dump(exclude_none=True, exclude={"ts", "seq"}).items():
+        # seq is kept as a field: gaps in the stored sequence are how a lost QoS 1 message shows.
+        for name, value in message.body.model_dump(exclude_none=True, exclude={"ts"}).items():
             if isinstance(value, bool | str):
                 fields[name] = value
             elif isinstance(value, int | float):

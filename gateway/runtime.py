@@ -9,14 +9,19 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import select
+
 from gateway.broker import BrokerLink, Inbound, LinkChange
+from gateway.buffer import DiskBuffer, PointSink
+from gateway.metrics import MetricsServer
 from gateway.pipeline import Pipeline
-from linli.clock import Clock, SystemClock
+from gateway.settings import GatewaySettings
+from linli.clock import Clock, SystemClock, to_ms
 from linli.engine import Engine
 from linli.settings import Settings
 from linli.site import SiteRegistry
 from linli.site_source import SiteSource
-from linli.storage import Database, migrate
+from linli.storage import Database, DeviceEngineState, DeviceState, migrate
 from linli.tsdb import TimeSeriesStore, open_store
 
 log = logging.getLogger("linli.gateway")
@@ -34,7 +39,7 @@ class Gateway:
         clock: Clock | None = None,
         store: TimeSeriesStore | None = None,
     ) -> None:
-        self.settings = settings
+        self.settings = options = GatewaySettings.of(settings)
         # The site files are polled by the worker (about every 2 s) and applied without a restart.
         if sites is None:
             self.site_source = SiteSource(settings.site_files)
@@ -46,6 +51,10 @@ class Gateway:
         self.database = Database(settings.db_url)
         self.store = store or open_store(settings.timeseries_url)
         self.engine = Engine(self.sites, self.clock.now())
+        self.restored = self._restore_states()
+        self.buffer = DiskBuffer(options.data_dir / "buffer" / f"{_safe(options.mqtt_client_id)}.db",
+                                 int(options.buffer_max_mb * 1024 * 1024))
+        self.sink = PointSink(self.store, self.buffer, on_rejected=lambda refused: self.pipeline.dead_letter_points(refused))
         self._inbox: queue.Queue[Inbound | LinkChange] = queue.Queue()
         host, port, tls = settings.mqtt_host_port
         self.link = BrokerLink(
@@ -53,7 +62,7 @@ class Gateway:
             clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
         )
         self.pipeline = Pipeline(
-            sites=self.sites, engine=self.engine, database=self.database, store=self.store,
+            sites=self.sites, engine=self.engine, database=self.database, sink=self.sink,
             publish=lambda topic, payload: self.link.publish(topic, payload),
         )
         self.connected = False
@@ -62,9 +71,42 @@ class Gateway:
         self._worker = threading.Thread(target=self._work, name="linli-gateway-worker", daemon=True)
         self._progress = threading.Condition()
         self.messages_done = 0  # messages fully handled and committed (tests and health wait on it)
+        self.messages_acked = 0
+        self.metrics = MetricsServer(self, options.gateway_metrics_host, options.gateway_metrics_port) \
+            if options.gateway_metrics_port else None
+
+    def _restore_states(self) -> int:
+        """Live and detector state as the last run left it: no ticket reopened, no pending fault forgotten."""
+        restored = 0
+        sites = self.sites.ids()
+        with self.database.session() as session:
+            snapshots = {(r.site, r.device_id): r.state for r in session.scalars(
+                select(DeviceEngineState).where(DeviceEngineState.site.in_(sites)))}
+            for row in session.scalars(select(DeviceState).where(DeviceState.site.in_(sites))):
+                live = self.engine.live(row.site, row.device_id)
+                if live is None or live.kind != row.kind:
+                    continue
+                live.restore(online=row.online, last_seen=row.last_seen, status=row.status or {}, last=row.last or {},
+                             last_seq=row.last_seq, boot=row.boot, snapshot=snapshots.get((row.site, row.device_id)))
+                restored += 1
+        if restored:
+            log.info("restored the live state of %d devices", restored)
+        return restored
+
+    def queue_depth(self) -> int:
+        return self._inbox.qsize()
+
+    def throttled_devices(self) -> int:
+        return self.pipeline.throttled_devices(to_ms(self.clock.now()))
+
+    def device_count(self) -> int:
+        return sum(1 for _ in self.engine.devices())
 
     def start(self, *, connect_timeout_s: float = 30.0) -> None:
         """Connect to the broker, retrying for a bounded time, then start processing."""
+        if self.metrics is not None:
+            self.metrics.start()
+        self.sink.start()
         deadline = time.monotonic() + connect_timeout_s
         while True:
             try:
@@ -79,9 +121,13 @@ class Gateway:
 
     def stop(self) -> None:
         self._stopping.set()
-        self.link.stop()
-        if self._worker.is_alive():
+        if self._worker.is_alive():  # the last batch is committed and acknowledged before we disconnect
             self._worker.join(timeout=10)
+        self.link.stop()
+        self.sink.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.buffer.close()
         self.store.close()
         self.database.close()
 
@@ -146,7 +192,11 @@ class Gateway:
                     self.last_tick_at = now
             except Exception:  # the gateway never stops because of one batch
                 log.exception("processing a batch of %d messages failed", len(batch))
+            # Acknowledged only now that the batch is stored (store or on-disk buffer) and committed:
+            # a crash before this line gets the batch redelivered by the broker.
+            acked = self.link.ack(batch)
             with self._progress:
+                self.messages_acked += acked
                 self.messages_done += len(batch)
                 self._progress.notify_all()
 
@@ -161,3 +211,7 @@ class Gateway:
     def _link_changed(self, change: LinkChange) -> None:
         self.connected = change.connected
         self.engine.broker_connection(change.connected, self.clock.now())
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "gateway"

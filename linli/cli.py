@@ -30,6 +30,12 @@ def _sim(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
+def _sim_check(argv: Sequence[str]) -> int:
+    from firmware_sim.checker import main
+
+    return main(list(argv))
+
+
 def _demo(argv: Sequence[str]) -> int:
     from linli.demo import main
 
@@ -104,6 +110,7 @@ COMMANDS = {
     "gateway": (_gateway, "run the gateway (MQTT in; time series, live state and tickets out)"),
     "api": (_api, "run the HTTP API and the built-in pages"),
     "sim": (_sim, "run the device simulator"),
+    "sim-check": (_sim_check, "compare a simulator ground-truth file with the tickets the system opened"),
     "broker": (_broker, "run the embedded amqtt broker"),
     "check-sites": (_check_sites, "validate site files"),
     "create-user": (_create_user, "create an account"),

@@ -22,6 +22,7 @@ import httpx
 
 DEFAULT_API_PORT = 8000
 DEFAULT_MQTT_PORT = 1883
+DEFAULT_METRICS_PORT = 9108
 
 
 class DemoError(Exception):
@@ -108,7 +109,7 @@ def start_broker(kind: str, host: str, port: int, data_dir: Path, logs: Path) ->
         user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
             f"listener {port} {host}\nallow_anonymous true\npersistence true\npersistence_location {store}/\n"
-            f"max_queued_messages 100000\nlog_dest stdout\n{user}",
+            f"max_queued_messages 100000\nmax_inflight_messages 1000\nlog_dest stdout\n{user}",
             encoding="utf-8",
         )
         command, label = [binary, "-c", str(conf)], "mosquitto"
@@ -152,6 +153,7 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     api_port, api_note = choose_port(args.host, args.port, DEFAULT_API_PORT, "--port")
     mqtt_port, mqtt_note = choose_port("127.0.0.1", args.mqtt_port, DEFAULT_MQTT_PORT, "--mqtt-port")
+    metrics_port, _ = choose_port("127.0.0.1", None, DEFAULT_METRICS_PORT, "")
     for note in (api_note, mqtt_note):
         if note:
             print(f"linli demo: {note}")
@@ -173,6 +175,8 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
         "LINLI_SECRET_KEY": _secret(data_dir / "secret-key", 32),
         "LINLI_ADMIN_PASSWORD": admin_password,
         "LINLI_ENV": "development",
+        "LINLI_GATEWAY_METRICS_PORT": str(metrics_port),
+        "LINLI_GATEWAY_METRICS_HOST": "127.0.0.1",
     }
     for key in ("LINLI_DATABASE_URL", "LINLI_TSDB_URL"):
         env.pop(key, None)  # the demo is SQLite only
@@ -207,6 +211,7 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
         f"  API docs               {base}/docs\n"
         f"  Health                 {base}/healthz\n"
         f"  MQTT broker            mqtt://127.0.0.1:{mqtt_port}  ({broker_label})\n"
+        f"  Gateway metrics        http://127.0.0.1:{metrics_port}/metrics\n"
         f"  Admin login            admin / {admin_password}\n"
         f"  Data and logs          {data_dir}\n"
         + ("  Simulator              off (--no-sim): publish under estate/v1/{site}/...\n" if args.no_sim else ""),

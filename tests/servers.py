@@ -329,6 +329,7 @@ def mosquitto_conf(port: int, persistence_dir: str, *, stay_root: bool, bind: st
         "persistence true",
         f"persistence_location {persistence_dir.rstrip('/')}/",
         "max_queued_messages 100000",
+        "max_inflight_messages 1000",
         "log_dest stdout",
         "log_type error",
         "log_type warning",

@@ -1,4 +1,5 @@
-"""Devices of the caller's sites: list, one device, its telemetry from the time-series store."""
+"""Devices of the caller's sites: list, one device, its lifecycle events, its telemetry from the
+time-series store."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import ClockDep, SessionDep, SitesDep, StoreDep, VisibleSites
-from api.schemas import DevicePublic, DevicesPublic, Health, TelemetryPoint, TelemetryPublic
-from api.views import LiveView, device_public, telemetry_fields
+from api.schemas import DeviceDetailPublic, DevicesPublic, Health, LifecyclePublic, TelemetryPoint, TelemetryPublic
+from api.views import LiveView, device_detail, device_public, lifecycle_events, lifecycle_public, telemetry_fields
 from linli.site import Device, Site, SiteRegistry
 from linli.tsdb import StoreError
 
@@ -78,14 +79,29 @@ def list_devices(
 
 @router.get(
     "/{device_id}",
-    response_model=DevicePublic,
+    response_model=DeviceDetailPublic,
     responses={400: {"description": "the id exists in several of your sites"}, 404: {"description": "no such device"}},
 )
 def get_device(
     device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None
-) -> DevicePublic:
+) -> DeviceDetailPublic:
+    """The device as in the list, with its lifecycle events."""
     found_site, device = resolve_device(sites, visible, device_id, site)
-    return device_public(found_site, device, LiveView.load(session, [found_site.id]))
+    return device_detail(found_site, device, LiveView.load(session, [found_site.id]))
+
+
+@router.get(
+    "/{device_id}/lifecycle",
+    response_model=LifecyclePublic,
+    responses={400: {"description": "the id exists in several of your sites"}, 404: {"description": "no such device"}},
+)
+def get_lifecycle(
+    device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None
+) -> LifecyclePublic:
+    """Its lifecycle events (commissioned, controller or lamp replaced, retired), oldest first."""
+    found_site, device = resolve_device(sites, visible, device_id, site)
+    events = lifecycle_events(session, [found_site.id], device.id)
+    return LifecyclePublic(site=found_site.id, device_id=device.id, items=lifecycle_public(events))
 
 
 def _aware(name: str, value: datetime | None) -> datetime | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,7 +16,51 @@ from linli.site import Device, Site, SiteRegistry
 from linli.tickets import Subject
 
 OFFLINE_AFTER_INTERVALS = 3
-_SEQ_WINDOW = 256
+SEQ_WINDOW = 256
+_SEQ_MASK = (1 << SEQ_WINDOW) - 1
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(slots=True)
+class SeqWindow:
+    """The sequence numbers of one boot of a device: the highest seen and a bitmask of the 256 below it.
+
+    Constant memory per device (a list of the last 256 seqs would cost kilobytes), and it tells a
+    duplicate (seen), an out-of-order arrival (unseen, within the window: fills a gap) and a gap
+    (seqs skipped when the counter jumps forward) apart.
+    """
+
+    top: int = -1  # the highest seq seen this boot; -1: none yet
+    seen: int = 0  # bit i: seq top - i was seen
+    gaps: int = 0  # seqs skipped and not (yet) arrived out of order, this boot
+    out_of_order: int = 0
+
+    def has(self, seq: int) -> bool:
+        if self.top < 0 or seq > self.top:
+            return False
+        behind = self.top - seq
+        return behind < SEQ_WINDOW and bool(self.seen >> behind & 1)
+
+    def add(self, seq: int) -> tuple[int, bool]:
+        """Record `seq`; return (seqs newly missing, arrived out of order)."""
+        if self.top < 0 or seq > self.top:
+            missing = seq - self.top - 1 if self.top >= 0 else 0
+            self.seen = ((self.seen << (seq - self.top)) | 1) & _SEQ_MASK if self.top >= 0 else 1
+            self.top = seq
+            self.gaps += missing
+            return missing, False
+        behind = self.top - seq
+        if behind >= SEQ_WINDOW:  # far behind the window: the device restarted without telling us
+            self.top, self.seen = seq, 1
+            return 0, False
+        if self.seen >> behind & 1:
+            return 0, False
+        self.seen |= 1 << behind
+        self.out_of_order += 1
+        if self.gaps > 0:
+            self.gaps -= 1
+            return -1, True
+        return 0, True
 
 
 @dataclass(slots=True)
@@ -39,7 +82,49 @@ class DeviceLive:
     offline_active: bool = False
     dirty: bool = True
     lamp: LampFailureDetector | None = None
-    recent_seqs: deque[int] = field(default_factory=lambda: deque(maxlen=_SEQ_WINDOW))
+    seqs: SeqWindow = field(default_factory=SeqWindow)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the columns of `device_states` do not hold, as JSON: restored by `restore` after a restart."""
+        state: dict[str, Any] = {
+            "v": SNAPSHOT_VERSION, "interval_s": self.interval_s, "offline_active": self.offline_active,
+            "last_ts_ms": self.last_ts_ms,
+            "seqs": {"top": self.seqs.top, "seen": format(self.seqs.seen, "x"), "gaps": self.seqs.gaps,
+                     "out_of_order": self.seqs.out_of_order},
+        }
+        if self.lamp is not None:
+            lamp = self.lamp
+            state["lamp"] = {
+                "relay_closed_at": lamp.relay_closed_at.isoformat() if lamp.relay_closed_at else None,
+                "seen_relay_open": lamp.seen_relay_open, "dark_samples": lamp.dark_samples,
+                "lit_samples": lamp.lit_samples, "active": lamp.active,
+            }
+        return state
+
+    def restore(
+        self, *, online: bool | None, last_seen: datetime | None, status: dict[str, Any], last: dict[str, Any],
+        last_seq: int | None, boot: int | None, snapshot: dict[str, Any] | None,
+    ) -> None:
+        """Take back the state saved before a restart (a snapshot of another version is ignored)."""
+        self.online, self.last_seen, self.status, self.last = online, last_seen, dict(status), dict(last)
+        self.last_seq, self.boot = last_seq, boot
+        self.dirty = False
+        if not snapshot or snapshot.get("v") != SNAPSHOT_VERSION:
+            return
+        self.interval_s = int(snapshot.get("interval_s") or self.interval_s)
+        self.offline_active = bool(snapshot.get("offline_active"))
+        self.last_ts_ms = snapshot.get("last_ts_ms")
+        seqs = snapshot.get("seqs") or {}
+        self.seqs = SeqWindow(int(seqs.get("top", -1)), int(seqs.get("seen", "0"), 16), int(seqs.get("gaps", 0)),
+                              int(seqs.get("out_of_order", 0)))
+        lamp = snapshot.get("lamp")
+        if self.lamp is not None and lamp:
+            closed = lamp.get("relay_closed_at")
+            self.lamp.relay_closed_at = datetime.fromisoformat(closed) if closed else None
+            self.lamp.seen_relay_open = bool(lamp.get("seen_relay_open"))
+            self.lamp.dark_samples = int(lamp.get("dark_samples", 0))
+            self.lamp.lit_samples = int(lamp.get("lit_samples", 0))
+            self.lamp.active = bool(lamp.get("active"))
 
 
 class Engine:
@@ -50,6 +135,8 @@ class Engine:
         self._live: dict[tuple[str, str], DeviceLive] = {}
         # Silence counts only while the gateway is connected to the broker.
         self._connected_since: datetime | None = now
+        self.seq_gaps = 0  # seqs lost, summed over devices since start (provisional: out-of-order ones give back)
+        self.out_of_order = 0
         for site in sites:
             for device in site.devices.values():
                 self._live[(site.id, device.id)] = _new_live(site, device, now)
@@ -75,7 +162,18 @@ class Engine:
         live = self._live.get((message.site, message.device_id))
         if seq is None or live is None:
             return False
-        return seq in live.recent_seqs
+        return live.seqs.has(seq)
+
+    def note_seq(self, message: Message) -> None:
+        """Record a message's seq without observing it (a sample the gateway dropped on purpose)."""
+        live = self._live.get((message.site, message.device_id))
+        if live is not None and message.seq is not None:
+            self._count_seq(live, message.seq)
+
+    def _count_seq(self, live: DeviceLive, seq: int) -> None:
+        missing, late = live.seqs.add(seq)
+        self.seq_gaps += missing
+        self.out_of_order += late
 
     # ------------------------------------------------------------ inputs
 
@@ -123,7 +221,7 @@ class Engine:
             if body.interval_s:
                 live.interval_s = body.interval_s
             if body.boot is not None and body.boot != live.boot:
-                live.recent_seqs.clear()  # a reboot restarts seq at 0
+                live.seqs = SeqWindow()  # a reboot restarts seq at 0; gaps are counted per boot
                 live.boot = body.boot
             if not body.online:
                 live.online = False
@@ -138,7 +236,7 @@ class Engine:
             live.offline_active = False
             decisions.append(FaultCleared(site.id, Subject("device", device.id), "offline", now))
         if message.seq is not None:
-            live.recent_seqs.append(message.seq)
+            self._count_seq(live, message.seq)
             live.last_seq = message.seq
         if message.channel is Channel.TELEMETRY:
             live.last = body.model_dump(exclude_none=True, exclude={"ts", "seq"}) | body.extras()

@@ -9,6 +9,7 @@ from linli.storage.models import (
     Base,
     DeadLetter,
     DeviceCredential,
+    DeviceEngineState,
     DeviceLifecycleEvent,
     DeviceState,
     ResidentReport,
@@ -18,6 +19,7 @@ from linli.storage.models import (
 )
 
 __all__ = [
-    "Base", "Database", "DeadLetter", "DeviceCredential", "DeviceLifecycleEvent", "DeviceState", "ResidentReport",
+    "Base", "Database", "DeadLetter", "DeviceCredential", "DeviceEngineState", "DeviceLifecycleEvent", "DeviceState",
+    "ResidentReport",
     "TicketEventRow", "TicketRow", "User", "migrate",
 ]

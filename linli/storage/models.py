@@ -144,6 +144,18 @@ class DeviceState(Base):
     updated_at: Mapped[datetime]
 
 
+class DeviceEngineState(Base):
+    """The engine's detector state of one device (seq window, lamp counters, open offline fault), written
+    with its `device_states` row; a restarted gateway resumes from it."""
+
+    __tablename__ = "device_engine_states"
+
+    site: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime]
+
+
 class DeviceCredential(Base):
     """A broker account issued to a device or concentrator. Only the Mosquitto hash is kept."""
 

@@ -98,6 +98,7 @@ class TicketChange:
     site: str
     event: EventType
     status: TicketStatus
+    fault: str = ""  # the fault code (metrics count opened tickets by it)
 
 
 class TicketService:
@@ -124,17 +125,17 @@ class TicketService:
                 level = site.service_level(d.severity, d.fault)
                 data = {"severity": d.severity.value, **serialise_deadlines(deadlines(view.opened_at, level))}
                 append_event(session, row, TicketEvent(EventType.SEVERITY_RAISED, d.at, SYSTEM, d.detail, data))
-                return TicketChange(row.id, row.site, EventType.SEVERITY_RAISED, TicketStatus(row.status))
+                return TicketChange(row.id, row.site, EventType.SEVERITY_RAISED, TicketStatus(row.status), d.fault)
             if view.signal_cleared_at is not None:
                 append_event(session, row, TicketEvent(EventType.SIGNAL_RETURNED, d.at, SYSTEM, d.detail))
-                return TicketChange(row.id, row.site, EventType.SIGNAL_RETURNED, TicketStatus(row.status))
+                return TicketChange(row.id, row.site, EventType.SIGNAL_RETURNED, TicketStatus(row.status), d.fault)
             return None  # a repeat of a fault already ticketed changes nothing
         level = site.service_level(d.severity, d.fault)
         recent = self._recently_ended(session, d)
         if recent is not None:
             reopen = serialise_deadlines(deadlines(d.at, level))
             append_event(session, recent, TicketEvent(EventType.REOPENED, d.at, SYSTEM, f"recurred: {d.detail}", reopen))
-            return TicketChange(recent.id, recent.site, EventType.REOPENED, TicketStatus.OPEN)
+            return TicketChange(recent.id, recent.site, EventType.REOPENED, TicketStatus.OPEN, d.fault)
         spec = FAULTS[d.fault]
         device = site.devices.get(d.subject.id) if d.subject.type == "device" else None
         title = f"{device.name if device else d.subject.id} · {spec.zh}"
@@ -145,7 +146,7 @@ class TicketService:
             **serialise_deadlines(deadlines(d.at, level)),
         }
         row = append_event(session, None, TicketEvent(EventType.OPENED, d.at, SYSTEM, d.detail, opened))
-        return TicketChange(row.id, row.site, EventType.OPENED, TicketStatus.OPEN)
+        return TicketChange(row.id, row.site, EventType.OPENED, TicketStatus.OPEN, d.fault)
 
     def _recently_ended(self, session: Session, d: FaultRaised) -> TicketRow | None:
         """A closed ticket of the same subject and fault within 72 h: a recurrence reopens it."""
@@ -164,4 +165,4 @@ class TicketService:
             return None
         # The signal went away before anyone acted: recorded, but the ticket stays open for a person.
         append_event(session, row, TicketEvent(EventType.SIGNAL_CLEARED, d.at, SYSTEM, None))
-        return TicketChange(row.id, row.site, EventType.SIGNAL_CLEARED, TicketStatus(row.status))
+        return TicketChange(row.id, row.site, EventType.SIGNAL_CLEARED, TicketStatus(row.status), d.fault)

@@ -43,7 +43,7 @@ TICKET_FIELDS = {
 }
 DEVICE_FIELDS = {
     "id", "site", "kind", "name", "location", "online", "health", "last_seen", "last", "open_tickets",
-    "inactive_detectors",
+    "inactive_detectors", "lamp_age_hours", "lamp_replaced_at", "energy_baseline_since",
 }
 
 SITE_B = """\

@@ -32,6 +32,8 @@ from linli.tickets import TicketStatus
 
 OPENED = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TABLES_0001 = {"users", "tickets", "ticket_events", "dead_letters", "device_states"}
+HEAD = "0003"  # the latest revision
+TABLES_0003 = {"device_engine_states"}
 TABLES_0002 = {"device_credentials", "device_lifecycle_events", "resident_reports"}
 
 
@@ -167,7 +169,7 @@ def test_a_database_of_revision_0001_with_data_upgrades_to_the_latest(database_u
     seed_as_0001(engine)
 
     migrate(database_url)
-    assert revision(engine) == "0002" and tables(engine) == TABLES_0001 | TABLES_0002
+    assert revision(engine) == HEAD and tables(engine) == TABLES_0001 | TABLES_0002 | TABLES_0003
     database = Database(database_url)
     try:
         assert_0001_data_intact(database)
@@ -179,7 +181,7 @@ def test_a_database_of_revision_0001_with_data_upgrades_to_the_latest(database_u
         assert_0001_data_intact(database)
 
         migrate(database_url)
-        assert revision(engine) == "0002" and tables(engine) == TABLES_0001 | TABLES_0002
+        assert revision(engine) == HEAD and tables(engine) == TABLES_0001 | TABLES_0002 | TABLES_0003
         assert_0001_data_intact(database)
         with database.session() as session:
             assert session.scalars(select(DeviceCredential)).all() == []  # what the downgrade dropped stays gone

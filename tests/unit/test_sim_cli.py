@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -52,4 +53,30 @@ def test_usage_errors_and_help_return_their_codes(capsys: pytest.CaptureFixture[
     assert "not a positive duration" in capsys.readouterr().err
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "FAULT:[SITE:]DEVICE[@+DELAY][/DURATION]" in out and "offline_hard" in out
+    assert "FAULT:[SITE:]TARGET[@+DELAY][/DURATION]" in out and "offline_hard" in out
+    assert "--speed" in out and "--fleet" in out and "--clockless" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--speed", "0"], "expected a positive number or max"),
+        (["--speed", "fast"], "expected a positive number or max"),
+        (["--start", "2026-11-26T18:00"], "give a UTC offset"),
+        (["--fleet", "2x3"], "expected SITESxCONCENTRATORSxLIGHTS"),
+        (["--buffer", "-1"], "is negative"),
+    ],
+)
+def test_bad_time_and_scale_options_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_credentials_file_that_is_not_the_provision_table_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "creds.txt"
+    path.write_text("SITE DEVICE KIND USERNAME PASSWORD\nwanmei SL-01 streetlight\n")
+    assert main(["--broker", f"mqtt://127.0.0.1:{closed_port()}", "-q", "--credentials", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "creds.txt:2: expected SITE DEVICE KIND USERNAME PASSWORD" in err and err.count("\n") == 1

@@ -113,10 +113,10 @@ def test_light_readings_are_plausible_and_counters_accumulate() -> None:
     assert first.burn_hours is not None and last.burn_hours is not None
     assert 10 < last.burn_hours - first.burn_hours < 15
     for sample in samples:
-        assert 220 <= sample.voltage_v <= 232
-        assert sample.leakage_ma is not None and 0.1 <= sample.leakage_ma <= 1.0
+        assert 186 <= sample.voltage_v <= 234  # 217-233 V, or a brief sag
+        assert sample.leakage_ma is not None and 0.05 <= sample.leakage_ma <= 1.1
         if sample.relay:
-            assert sample.pf is not None and 0.9 <= sample.pf <= 1.0
+            assert sample.pf is not None and (0.92 <= sample.pf <= 1.0 if sample.dim_pct == 100 else 0.85 <= sample.pf < 0.95)
             assert sample.current_a == pytest.approx(sample.power_w / (sample.voltage_v * sample.pf), abs=0.002)
         else:
             assert sample.power_w == pytest.approx(0.3, abs=0.06)
@@ -182,7 +182,7 @@ def test_the_same_seed_reproduces_a_run_and_another_seed_does_not() -> None:
     other = run_for(build_models(SITE, start=NOON, seed=8, device_ids=some), hours=8)
     assert first == again
     assert first != other
-    assert sum(a != b for a, b in zip(first, other, strict=True)) > len(first) // 2
+    assert sum(a != b for a, b in zip(first, other, strict=False)) > len(first) // 2
 
 
 def test_elevators_stay_within_their_landings_and_move_safely() -> None:
@@ -228,10 +228,11 @@ def test_chargers_run_sessions_and_their_meters_never_go_back() -> None:
             assert sample.energy_kwh is not None and sample.energy_kwh >= last
             last = sample.energy_kwh
             statuses.add(sample.status)
-            assert sample.error_code == "NoError"
-            assert sample.temp_c is not None and 24 <= sample.temp_c <= 46
-            if sample.status == "Charging":
-                assert sample.power_kw is not None and 0.6 * model.rated_kw <= sample.power_kw <= model.rated_kw
+            # noise: a car's EV handshake error while Preparing, at most once a day per pile
+            assert sample.error_code == "NoError" or (sample.status, sample.error_code) == ("Preparing", "EVCommunicationError")
+            assert sample.temp_c is not None and 20 <= sample.temp_c <= 49
+            if sample.status == "Charging":  # tapering near full, never below a quarter of the car's power
+                assert sample.power_kw is not None and 0.17 * model.rated_kw <= sample.power_kw <= model.rated_kw * 1.01
                 assert sample.current_a is not None and sample.current_a > 0.5
                 assert sample.voltage_v is not None
                 assert sample.current_a == pytest.approx(sample.power_kw * 1000 / sample.voltage_v, rel=0.01)
@@ -239,8 +240,9 @@ def test_chargers_run_sessions_and_their_meters_never_go_back() -> None:
                     assert 220 <= sample.voltage_v <= 236
             else:
                 assert sample.power_kw == 0
-            if sample.status in ("Preparing", "Charging", "Finishing"):
-                assert sample.session_id is not None and re.fullmatch(r"S-\d{8}-\d{4}", sample.session_id)
+            if sample.status in ("Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing"):
+                assert sample.session_id is not None
+                assert re.fullmatch(rf"S-\d{{8}}-{model.device_id}-\d{{4}}", sample.session_id)
             else:
                 assert sample.session_id is None
     assert {"Available", "Preparing", "Charging", "Finishing"} <= statuses
@@ -328,3 +330,94 @@ def test_streetlight_payloads_fit_the_contract_models() -> None:
     sample = light.telemetry(local(26, 21))
     assert isinstance(sample, StreetlightTelemetry)
     assert sample.extras() == {}  # no field outside the contract
+
+
+# ---------------------------------------------------------------- physics (issue 4)
+
+
+def test_switched_circuit_lights_are_unpowered_by_day_and_always_powered_ones_stand_by() -> None:
+    models = build_models(SITE, start=NOON, seed=9)
+    for light in lights(models):
+        switched = SITE.circuits[light.circuit].switched
+        assert light.powered(local(26, 12)) is not switched
+        if not switched:
+            sample = light.telemetry(local(26, 12, 30))
+            assert (sample.relay, sample.dim_pct) == (False, 0)
+            assert 0.2 <= sample.power_w <= 0.4 and 198 <= sample.voltage_v <= 235
+        assert light.powered(local(26, 21)) is True
+        assert light.powered(local(27, 12)) is not switched
+
+
+def test_counters_only_go_up_over_two_days() -> None:
+    models = build_models(SITE, start=NOON, seed=10, device_ids=["SL-01", "SL-15", "SL-40"])
+    for light in lights(models):
+        last = (light.energy_kwh, light.burn_hours, light.switch_count)
+        for i in range(1, 2 * 24 * 6):
+            light.advance(NOON + timedelta(minutes=10 * i))
+            now = (light.energy_kwh, light.burn_hours, light.switch_count)
+            assert all(b >= a for a, b in zip(last, now, strict=True))
+            last = now
+        assert light.switch_count == int(light.switch_count)
+
+
+def test_a_light_ramps_up_softly_after_switch_on_and_dims_at_23() -> None:
+    sky = Sky.for_site(SITE)
+    sunset = sky.sun_times(local(26, 12).date())[1]  # type: ignore[index]
+    light = build_models(SITE, start=local(26, 16), device_ids=["SL-01"])["SL-01"]
+    assert isinstance(light, StreetlightModel)
+    light.start_delay_s = 0.5
+    on = light.telemetry(sunset + timedelta(seconds=2))
+    assert on.relay is True and 0 < on.power_w < 0.6 * light.rated_w  # still ramping
+    assert light.telemetry(sunset + timedelta(seconds=30)).power_w == pytest.approx(light.rated_w, rel=0.02)
+    assert light.telemetry(local(26, 22, 59)).dim_pct == 100
+    assert light.telemetry(local(26, 23, 1)).dim_pct == 50
+
+
+def test_the_dimming_profile_is_configurable() -> None:
+    from datetime import time
+
+    from firmware_sim.models import DimmingProfile
+
+    profile = DimmingProfile(full_pct=90, night_from=time(1, 0), night_pct=30)
+    assert profile.pct(local(26, 23)) == 90 and profile.pct(local(27, 0, 59)) == 90 and profile.pct(local(27, 2)) == 30
+    light = StreetlightModel(SITE, SITE.devices["SL-02"], start=local(26, 21), dimming=profile)
+    assert light.telemetry(local(26, 21)).dim_pct == 90
+
+
+def test_charger_statuses_change_only_along_ocpp_edges_and_sessions_are_unique() -> None:
+    from firmware_sim.models import OCPP_EDGES
+
+    models = build_models(SITE, start=NOON, seed=12)
+    sessions: set[str] = set()
+    for model in models.values():
+        if not isinstance(model, ChargerModel):
+            continue
+        seen: set[str] = set()
+        for i in range(24 * 120):  # every 30 s for a day
+            for sample in model.messages(NOON + timedelta(seconds=30 * i)):
+                if sample.session_id:
+                    seen.add(sample.session_id)
+        edges = {(a, b) for _, _, a, b in model.status_log}
+        assert edges <= OCPP_EDGES, edges - OCPP_EDGES
+        assert ("Available", "Preparing") in edges and ("Preparing", "Charging") in edges
+        assert not seen & sessions
+        sessions |= seen
+    assert len(sessions) > 30
+
+
+def test_elevators_are_busier_at_rush_hour() -> None:
+    model = build_models(SITE, start=local(26, 3), seed=13, device_ids=["EL-3A"])["EL-3A"]
+    assert isinstance(model, ElevatorModel)
+    model.advance(local(26, 7))
+    at_seven = model.trips
+    model.advance(local(26, 9))
+    rush = model.trips - at_seven
+    model.advance(local(26, 13))
+    midday = (model.trips - at_seven - rush) / 2
+    assert rush > 1.5 * midday
+
+
+def test_every_model_has_the_runtime_hooks() -> None:
+    for model in build_models(SITE, start=NOON).values():
+        assert model.events(NOON) == []
+        assert isinstance(model.powered(NOON), bool)
