@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scenario", metavar="NAME|FILE",
         help=f"run a scenario: built-in {', '.join(builtin_scenarios())}, or a YAML file (docs/simulator.md); "
-             "it sets the start time, the faults and, unless --sim-duration is given, how long simulated time runs",
+             "it sets the start time and the faults; at --speed max it also sets how long simulated time runs",
     )
     parser.add_argument(
         "--truth", metavar="FILE", type=Path,
@@ -245,12 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     now = SystemClock().now()
     start = args.start or (scenario.start_at(now, sites[0].spec.site.timezone) if scenario else now)
     sim_duration = args.sim_duration
-    if sim_duration is None and scenario is not None:
+    if sim_duration is None and scenario is not None and args.speed is None:
+        # At full speed a scenario ends with its last minute; in real or scaled time the devices
+        # keep running after the last fault until stopped (a demo, a trial).
         sim_duration = scenario.duration.total_seconds()
     clock: Clock
     if args.speed is None:
         clock = ManualClock(start)
-    elif args.speed == 1.0 and args.start is None:
+    elif args.speed == 1.0 and start == now:
         clock = SystemClock()
     else:
         clock = ScaledClock(start, args.speed)

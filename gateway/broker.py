@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from linli.clock import Clock, to_ms
+from linli.clock import CLOCK_TOPIC, Clock, to_ms
 
 log = logging.getLogger("linli.gateway.broker")
 
@@ -54,11 +54,15 @@ class BrokerLink:
         username: str | None = None,
         password: str | None = None,
         tls: bool = False,
+        clock_sink: Callable[[bytes], None] | None = None,
     ) -> None:
         self._host, self._port = host, port
+        self._clock_sink = clock_sink
         self._inbox = inbox
         self._clock = clock
         self._topics = [(f"estate/v1/{site}/#", 1) for site in site_ids]
+        if clock_sink is not None:
+            self._topics.append((CLOCK_TOPIC, 1))
         # clean_session=False: the broker keeps our subscriptions and queues QoS 1 while we are away.
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311
@@ -119,7 +123,15 @@ class BrokerLink:
         self._inbox.put(LinkChange(False, str(reason)))
         log.warning("disconnected from the broker: %s", reason)
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        if self._clock_sink is not None and message.topic == CLOCK_TOPIC:
+            try:
+                self._clock_sink(bytes(message.payload))
+            except ValueError as exc:  # a bad announcement keeps the clock as it was
+                log.warning("ignored a clock announcement: %s", exc)
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
         try:
             topic = message.topic
         except UnicodeDecodeError:  # brokers should refuse these, but a bad topic must not kill the thread

@@ -16,7 +16,7 @@ from gateway.buffer import DiskBuffer, PointSink
 from gateway.metrics import MetricsServer
 from gateway.pipeline import Pipeline
 from gateway.settings import GatewaySettings
-from linli.clock import Clock, SystemClock, to_ms
+from linli.clock import Clock, FollowedClock, SystemClock, to_ms
 from linli.engine import Engine
 from linli.settings import Settings
 from linli.site import SiteRegistry
@@ -46,7 +46,9 @@ class Gateway:
         else:
             self.site_source = SiteSource([s.source for s in sites if s.source is not None], initial=sites)
         self.sites = self.site_source.current
-        self.clock = clock or SystemClock()
+        # Accelerated demos and tests: the simulator announces its clock on linli/v1/clock and we run on it.
+        self.followed_clock = FollowedClock() if clock is None and options.follow_sim_clock else None
+        self.clock = clock or self.followed_clock or SystemClock()
         migrate(settings.db_url)
         self.database = Database(settings.db_url)
         self.store = store or open_store(settings.timeseries_url)
@@ -60,6 +62,7 @@ class Gateway:
         self.link = BrokerLink(
             host=host, port=port, client_id=settings.mqtt_client_id, site_ids=self.sites.ids(), inbox=self._inbox,
             clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
+            clock_sink=self._follow_clock if self.followed_clock is not None else None,
         )
         self.pipeline = Pipeline(
             sites=self.sites, engine=self.engine, database=self.database, sink=self.sink,
@@ -208,7 +211,21 @@ class Gateway:
         self.pipeline.use_sites(outcome.sites)
         self.sites = outcome.sites
 
+    def _follow_clock(self, payload: bytes) -> None:
+        """Network thread: a new announcement of the simulator's clock (a jump, or a driven tick)."""
+        assert self.followed_clock is not None
+        before = self.followed_clock.announcement
+        self.followed_clock.update(payload)
+        after = self.followed_clock.announcement
+        jumped = before is None or after is None or (before.start_wall_ms, before.start_sim_ms, before.speed) != (
+            after.start_wall_ms, after.start_sim_ms, after.speed)
+        if jumped:
+            self._inbox.put(LinkChange(True, "clock"))  # the worker resets silence timers on the new clock
+
     def _link_changed(self, change: LinkChange) -> None:
+        if change.reason == "clock":
+            self.engine.clock_changed(self.clock.now())
+            return
         self.connected = change.connected
         self.engine.broker_connection(change.connected, self.clock.now())
 

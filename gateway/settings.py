@@ -14,6 +14,9 @@ class GatewaySettings(Settings):
     gateway_metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics port; 0 disables it")
     gateway_metrics_host: str = Field("0.0.0.0", description="/metrics bind address")  # noqa: S104 - scraped from outside
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
+    follow_sim_clock: bool = Field(
+        False, description="run on the simulator's clock announced on linli/v1/clock (accelerated demos and tests)"
+    )
 
     @classmethod
     def of(cls, settings: Settings) -> GatewaySettings:

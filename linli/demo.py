@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sim", action="store_true", help="no simulator: bring your own devices")
     parser.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     parser.add_argument("--sim-interval", type=float, default=10.0, help="simulated devices' telemetry period, seconds")
+    parser.add_argument("--scenario", default="demo", metavar="NAME|FILE",
+                        help="simulator scenario (default demo: an evening with a few faults in its first minute; "
+                             "'none' for healthy devices only)")
     parser.add_argument("--inject", action="append", default=[], metavar="SPEC",
                         help="a fault for the simulator, e.g. lamp_failure:SL-07 or offline_hard:EL-2A@+30s (repeatable)")
     args = parser.parse_args(argv)
@@ -177,6 +180,8 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
         "LINLI_ENV": "development",
         "LINLI_GATEWAY_METRICS_PORT": str(metrics_port),
         "LINLI_GATEWAY_METRICS_HOST": "127.0.0.1",
+        # The simulator's scenario runs on its own clock (an evening); the gateway follows it.
+        "LINLI_FOLLOW_SIM_CLOCK": "true" if not args.no_sim and args.scenario != "none" else "false",
     }
     for key in ("LINLI_DATABASE_URL", "LINLI_TSDB_URL"):
         env.pop(key, None)  # the demo is SQLite only
@@ -204,7 +209,8 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
     if not args.no_sim:
         print("linli demo: starting the simulator ...", flush=True)
         injections = [arg for spec in args.inject for arg in ("--inject", spec)]
-        spawn("sim", "--interval", str(args.sim_interval), *injections)
+        scenario = [] if args.scenario == "none" else ["--scenario", args.scenario, "--speed", "1"]
+        spawn("sim", "--interval", str(args.sim_interval), *scenario, *injections)
     print(
         f"\nLinli 邻里 demo is running. Press Ctrl-C to stop.\n"
         f"  居民页面 Resident page  {base}/\n"

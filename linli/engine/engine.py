@@ -180,6 +180,15 @@ class Engine:
     def broker_connection(self, connected: bool, now: datetime) -> None:
         self._connected_since = now if connected else None
 
+    def clock_changed(self, now: datetime) -> None:
+        """The clock jumped (the gateway started following a simulator's clock): silence counts from now."""
+        if self._connected_since is not None:
+            self._connected_since = now
+        for live in self._live.values():
+            live.watched_since = now
+            if live.last_seen is not None and live.last_seen > now:
+                live.last_seen = now
+
     def reload_sites(self, sites: SiteRegistry, now: datetime) -> None:
         """Serve edited site files without a restart.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -120,19 +121,43 @@ def test_demo_is_healthy_and_residents_see_every_device_live(demo_with_sim: Demo
     health = httpx.get(f"{demo_with_sim.base}/healthz").json()
     assert health["status"] == "ok" and health["database"] and health["timeseries"] and health["broker"]
 
-    def all_reporting() -> dict[str, Any] | None:
-        status = httpx.get(f"{demo_with_sim.base}/api/v1/public/status", params={"site": "wanmei"}).json()
-        states = {d["id"]: d["state"] for kind in ("streetlights", "elevators", "chargers") for d in status[kind]}
-        # Live: every charger has said whether it is free or busy (unknown would be `unavailable`).
-        busy_or_free = all(c["state"] in ("available", "in_use") for c in status["chargers"])
-        return status if busy_or_free and len(states) == 73 else None
+    def chargers_reporting() -> dict[str, Any] | None:
+        devices = demo_with_sim.get("/api/v1/devices", site="wanmei", kind="charger", limit=100)["items"]
+        # Live: every charger has told its OCPP status through the simulator.
+        return devices if len(devices) == 18 and all(d["last"].get("status") for d in devices) else None
 
-    status = eventually(all_reporting, "every charger reporting through the simulator")
+    eventually(chargers_reporting, "every charger reporting through the simulator")
+    status = httpx.get(f"{demo_with_sim.base}/api/v1/public/status", params={"site": "wanmei"}).json()
     assert (len(status["streetlights"]), len(status["elevators"]), len(status["chargers"])) == (43, 12, 18)
+    free_or_busy = {"Available": "available", "Charging": "in_use", "Preparing": "in_use", "Finishing": "in_use"}
+
+    def residents_see_live_states() -> bool:
+        """Residents see each charger's own live status in their words (one consistent snapshot)."""
+        devices = demo_with_sim.get("/api/v1/devices", site="wanmei", kind="charger", limit=100)["items"]
+        public = httpx.get(f"{demo_with_sim.base}/api/v1/public/status", params={"site": "wanmei"}).json()
+        shown = {c["id"]: c["state"] for c in public["chargers"]}
+        checked = [(shown[d["id"]], free_or_busy[d["last"]["status"]]) for d in devices
+                   if d["last"]["status"] in free_or_busy and not d["open_tickets"]]
+        return len(checked) >= 10 and all(seen == expected for seen, expected in checked)
+
+    eventually(residents_see_live_states, "the public page showing the chargers' live states")
     assert {light["state"] for light in status["streetlights"]} <= {"on", "off", "fault", "repairing"}
     page = httpx.get(f"{demo_with_sim.base}/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'lang="zh-CN"' in page.text
     assert "路灯" in httpx.get(f"{demo_with_sim.base}/static/resident/i18n.js").text
+
+
+def test_the_demo_scenarios_faults_appear_within_the_first_minute(demo_with_sim: Demo) -> None:
+    """The built-in `demo` scenario: a visitor sees faults appear, on the simulator's evening clock."""
+
+    def tickets() -> set[tuple[str, str]] | None:
+        found = {(t["device_id"], t["fault"]) for t in demo_with_sim.get("/api/v1/tickets", limit=100)["items"]}
+        return found if {("SL-07", "lamp_failure"), ("SL-12", "offline")} <= found else None
+
+    eventually(tickets, "the demo scenario's lamp failure and offline light", timeout=60)
+    lamp = demo_with_sim.get("/api/v1/tickets", device_id="SL-07", fault="lamp_failure")["items"][0]
+    local_hour = datetime.fromisoformat(lamp["opened_at"]).astimezone(ZoneInfo("Asia/Shanghai")).hour
+    assert local_hour == 19  # the scenario's evening, followed by the gateway, whatever the wall clock says
 
 
 def test_simulator_to_ticket_over_http(demo_with_sim: Demo) -> None:

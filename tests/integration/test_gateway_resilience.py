@@ -55,6 +55,9 @@ class Publisher:
         body = {"ts": ts_ms, "seq": seq, "relay": True, "power_w": power_w, "voltage_v": 229.0}
         self._last = self.client.publish(f"estate/v1/wanmei/streetlight/{device}/telemetry", json.dumps(body), qos=1)
 
+    def event(self, device: str, body: dict[str, Any]) -> None:
+        self._last = self.client.publish(f"estate/v1/wanmei/elevator/{device}/event", json.dumps(body), qos=1)
+
     def flush(self) -> None:
         if self._last is not None:
             self._last.wait_for_publish(WAIT_S)
@@ -145,7 +148,7 @@ def test_a_broker_restart_is_survived_and_the_buffer_keeps_its_bound(mosquitto: 
             sent += 1
         for seq in range(30):  # events: never dropped for space
             body = {"seq": 600 + seq, "code": "door_forced", "detail": {"n": seq}}
-            publisher.client.publish("estate/v1/wanmei/elevator/EL-1A/event", json.dumps(body), qos=1)
+            publisher.event("EL-1A", body)
             sent += 1
         publisher.close()
         assert gw.wait_until(lambda: gw.messages_done >= sent, WAIT_S), gw.pipeline.counters

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_sim.fleet import county, fleet_models
 from firmware_sim.runtime import Simulator
-from firmware_sim.simclock import CLOCK_TOPIC, ClockAnnouncement, FollowedClock
+from firmware_sim.simclock import CLOCK_TOPIC, ClockAnnouncement, fetch_clock
 from gateway.runtime import Gateway
 from linli.clock import ManualClock, ScaledClock, SystemClock, to_ms
 from linli.settings import Settings
@@ -304,7 +304,7 @@ def _max_run(mosquitto: Any, listen: Callable[[str], Listener], site: Site) -> d
     simulator.start()
     try:
         assert simulator.wait_until(lambda s: s.telemetry_sent >= 60, TIMEOUT), simulator.stats()
-        followed = FollowedClock.fetch(mosquitto.url, timeout=TIMEOUT)
+        followed = fetch_clock(mosquitto.url, timeout=TIMEOUT)
         announcement = followed.announcement
         assert announcement is not None and announcement.speed is None and announcement.start_sim_ms == to_ms(start)
     finally:
