@@ -115,3 +115,12 @@ def postgres_url(postgres_server: servers.PostgresServer) -> Iterator[str]:
         yield postgres_server.database_url(name)
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test twice: on an SQLite file and on a fresh database of the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'linli.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -141,14 +141,6 @@ class Api:
             ))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'linli.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     site_b = tmp_path / "site-b.yaml"

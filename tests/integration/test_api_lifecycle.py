@@ -7,61 +7,20 @@ replace-lamp`` does; other events are written as rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from api import create_app
-from integration.test_api import ADMIN_PASSWORD, DEVICE_FIELDS, NOW, SITE_B, Api, aware, closed_port
-from linli.clock import ManualClock
+from integration.test_api import DEVICE_FIELDS, NOW, Api, aware
 from linli.ops.lifecycle import COMMISSIONED, CONTROLLER_REPLACED, LAMP_REPLACED, replace_lamp
-from linli.settings import Settings
 from linli.site import builtin_site_path, load_site
-from linli.storage import Database
 from linli.storage.models import DeviceLifecycleEvent
 
 COMMISSIONED_AT = NOW - timedelta(days=2000)
 REPLACED_AT = NOW - timedelta(days=1)
 LAMP_FIELDS = {"lamp_age_hours", "lamp_replaced_at", "energy_baseline_since"}
 EVENT_FIELDS = {"type", "at", "actor", "note"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'linli.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
-    site_b = tmp_path / "site-b.yaml"
-    site_b.write_text(SITE_B, encoding="utf-8")
-    settings = Settings(
-        _env_file=None,
-        env="development",
-        data_dir=tmp_path,
-        sites=f"{builtin_site_path()},{site_b}",
-        database_url=database_url,
-        tsdb_url=f"sqlite:///{tmp_path / 'ts.db'}",
-        mqtt_url=f"mqtt://127.0.0.1:{closed_port()}",
-        secret_key="k" * 40,
-        admin_password=ADMIN_PASSWORD,
-    )
-    clock = ManualClock(NOW)
-    with TestClient(create_app(settings, clock=clock)) as client:
-        db = Database(settings.db_url)
-        try:
-            yield Api(client, db, settings, clock)
-        finally:
-            db.close()
-
 
 
 def lifecycle_row(api: Api, device_id: str, type_: str, at: datetime, *, site: str = "wanmei",

@@ -20,14 +20,6 @@ from linli.tickets import EventType, TicketEvent
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'linli.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def site_file(tmp_path: Path) -> Path:
     path = tmp_path / "sites" / "wanmei.yaml"

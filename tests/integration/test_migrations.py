@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,14 +34,6 @@ TABLES_0001 = {"users", "tickets", "ticket_events", "dead_letters", "device_stat
 HEAD = "0003"  # the latest revision
 TABLES_0003 = {"device_engine_states"}
 TABLES_0002 = {"device_credentials", "device_lifecycle_events", "resident_reports"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'linli.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 @pytest.fixture
