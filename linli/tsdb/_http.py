@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import cast
 
 import httpx
 import urllib3
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write.point import Point as LinePoint
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from ._base import Point, StoreError, StoreRejected, StoreUnavailable
+from ._base import FieldValue, Point, StoreError, StoreRejected, StoreUnavailable
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 _MS = cast(WritePrecision, WritePrecision.MS)  # the generated class declares its members as str
@@ -66,19 +67,56 @@ def transport_errors(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+# InfluxDB line protocol escaping. Tab is escaped as influxdb-client always has, so series keys
+# written before the direct encoder keep their identity; newlines are rejected by normalize().
+_ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\t": r"\t"})
+_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\t": r"\t"})
+_ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
+
+
+@lru_cache(maxsize=65_536)
+def _series(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """`measurement,k=v,...` escaped, tags in key order (InfluxDB's recommended order)."""
+    head = measurement.translate(_ESCAPE_MEASUREMENT)
+    return head + "".join(f",{k.translate(_ESCAPE_KEY)}={v.translate(_ESCAPE_KEY)}" for k, v in tags)
+
+
+@lru_cache(maxsize=4_096)
+def _field_key(key: str) -> str:
+    return key.translate(_ESCAPE_KEY) + "="
+
+
+def _field(value: FieldValue) -> str | None:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPE_STRING) + '"'
+    f = float(value)  # Linli writes every number as a float (Influx pins a field's type)
+    if not math.isfinite(f):
+        return None  # Influx cannot store NaN/inf; normalize() rejects them before this
+    s = repr(f)
+    # "1.0" -> "1": still a float in line protocol (ints carry an "i"), as influxdb-client writes it
+    return s[:-2] if s.endswith(".0") else s
+
+
 def to_lines(points: Sequence[Point]) -> list[str]:
-    """Line protocol via influxdb-client, which owns the escaping rules."""
+    """Line protocol of normalized points, timestamps in ms; points without a field are skipped."""
     lines = []
     for p in points:
-        # influxdb-client ships py.typed but leaves these unannotated
-        lp = LinePoint(p.measurement).time(p.ts_ms, _MS)  # type: ignore[no-untyped-call]
-        for k, v in p.tags.items():
-            lp.tag(k, v)
-        for k, fv in p.fields.items():
-            lp.field(k, fv)
-        line: str = lp.to_line_protocol()
-        if line:  # empty when a point has no field left
-            lines.append(line)
+        fields = []
+        for k, v in sorted(p.fields.items()):
+            if type(v) is float and v - v == 0.0:  # the common case, inline (v - v is nan for nan/inf)
+                r = repr(v)
+                fields.append(_field_key(k) + (r[:-2] if r.endswith(".0") else r))
+            else:
+                text = _field(v)
+                if text is not None:
+                    fields.append(_field_key(k) + text)
+        if fields:
+            series = _series(p.measurement, tuple(sorted(p.tags.items())))
+            lines.append(f"{series} {','.join(fields)} {p.ts_ms}")
     return lines
 
 
@@ -96,7 +134,10 @@ class V2Writer:
             return
         try:
             self._api.write(
-                bucket=self._bucket, org=self._org, record=lines, write_precision=_MS
+                bucket=self._bucket,
+                org=self._org,
+                record="\n".join(lines).encode(),  # already line protocol: sent as is
+                write_precision=_MS,
             )
         except ApiException as exc:  # an HTTP answer (status 0: TLS failure)
             raise _status_error(exc.status or 0, _message(exc.body or exc.reason)) from exc
