@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from firmware_sim.faults import INJECTABLE, Injection, InjectionError, expand, make_injection, parse_delay, split_target
-from linli.site import Site
+from linli.site import Site, format_loc
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
@@ -203,13 +203,6 @@ def builtin_scenarios() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(document)"
-
-
 def parse_scenario(text: str, source: Path | str) -> Scenario:
     try:
         document = yaml.safe_load(text)
@@ -221,7 +214,7 @@ def parse_scenario(text: str, source: Path | str) -> Scenario:
         spec = ScenarioFile.model_validate(document)
     except ValidationError as exc:
         lines = [
-            f"{source}: {_loc(tuple(e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}"
+            f"{source}: {format_loc(tuple(e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}"
             for e in exc.errors(include_url=False)
         ]
         raise ScenarioError("\n".join(lines)) from None

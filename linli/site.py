@@ -343,7 +343,9 @@ def build_site(spec: SiteFile, source: Path | None = None) -> Site:
     )
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as people read it: ``devices[3].circuit``."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -353,7 +355,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines: list[str] = []
     for error in exc.errors(include_url=False):
-        loc = _format_loc(tuple(error["loc"]))
+        loc = format_loc(tuple(error["loc"]))
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "value_error" and ": " in message and loc == "(document)":
             lines.extend(f"{path}: {part}" for part in message.split("; "))

@@ -6,44 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import servers
 import yaml
 from sqlalchemy import select
 
+from integration.test_gateway_resilience import _metrics, _wait_metric
 from linli.site import builtin_site_path
 from linli.storage import Database, DeviceState
 from linli.tsdb import open_store
-
-
-def _metrics(port: int) -> dict[str, float]:
-    """The gateway's /metrics, summed over labels."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return {}
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("linli_gateway_") and "{" in line:
-            name, _, rest = line.partition("{")
-            values[name] = values.get(name, 0.0) + float(rest.rsplit(" ", 1)[1])
-    return values
-
-
-def _wait_metric(port: int, name: str, at_least: float, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while _metrics(port).get(name, -1) < at_least:
-        assert proc.poll() is None, "the gateway exited"
-        assert time.monotonic() < deadline, f"{name} < {at_least}: {_metrics(port)}"
-        time.sleep(0.2)
 
 
 @pytest.fixture
