@@ -632,12 +632,16 @@ class Simulator:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        self._on_our_poller(client)
+        return client
+
+    def _on_our_poller(self, client: mqtt.Client) -> None:
+        """Every connection's socket joins the one poller thread instead of a paho thread of its own."""
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
         client.connect_async(self.broker.host, self.broker.port, keepalive=self._keepalive)
-        return client
 
     def _on_socket_open(self, client: mqtt.Client, conn: _Conn, sock: Any) -> None:
         if conn.client is not client or self._selector is None:
@@ -938,11 +942,7 @@ class Simulator:
             client.tls_set()
         client.on_connect = self._on_clock_connect
         client.on_disconnect = self._on_clock_disconnect
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        client.connect_async(self.broker.host, self.broker.port, keepalive=self._keepalive)
+        self._on_our_poller(client)
         conn.client = client
         conn.retry_at = time.monotonic()
         self._clock_client, self._clock_conn = client, conn

@@ -77,10 +77,16 @@ def list_devices(
     return DevicesPublic(items=items[offset : offset + limit], total=len(items))
 
 
+# The answers of every route that finds one device by id (see resolve_device).
+DEVICE_LOOKUP_ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "the id exists in several of your sites"}, 404: {"description": "no such device"},
+}
+
+
 @router.get(
     "/{device_id}",
     response_model=DeviceDetailPublic,
-    responses={400: {"description": "the id exists in several of your sites"}, 404: {"description": "no such device"}},
+    responses=DEVICE_LOOKUP_ERRORS,
 )
 def get_device(
     device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None
@@ -93,7 +99,7 @@ def get_device(
 @router.get(
     "/{device_id}/lifecycle",
     response_model=LifecyclePublic,
-    responses={400: {"description": "the id exists in several of your sites"}, 404: {"description": "no such device"}},
+    responses=DEVICE_LOOKUP_ERRORS,
 )
 def get_lifecycle(
     device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None

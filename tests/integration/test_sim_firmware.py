@@ -22,27 +22,13 @@ from firmware_sim.fleet import county, fleet_models
 from firmware_sim.runtime import Simulator
 from firmware_sim.simclock import CLOCK_TOPIC, ClockAnnouncement, fetch_clock
 from gateway.runtime import Gateway
+from integration.test_sim_broker import TIMEOUT, Listener, Received, is_
 from linli.clock import ManualClock, ScaledClock, SystemClock, to_ms
 from linli.settings import Settings
 from linli.site import Site, builtin_site_path, load_site
 from linli.tsdb import open_store
-from tests.integration.test_sim_broker import TIMEOUT, Listener, Received, is_
 
 WANMEI = load_site(builtin_site_path())
-
-
-@pytest.fixture
-def listen(mosquitto: Any) -> Iterator[Callable[[str], Listener]]:
-    listeners: list[Listener] = []
-
-    def make(topic: str) -> Listener:
-        listener = Listener(mosquitto.host, mosquitto.port, topic)
-        listeners.append(listener)
-        return listener
-
-    yield make
-    for listener in listeners:
-        listener.close()
 
 
 class Platform:
