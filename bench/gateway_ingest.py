@@ -67,11 +67,21 @@ def stream(messages: int, devices: int, start_ms: int) -> list[tuple[str, bytes]
     out = []
     for n in range(messages):
         device, seq = n % devices, n // devices
+        # a healthy 40 W light at night (the template SL-01's rating): no detector has anything to say
         body = {"ts": start_ms + seq * 1000 + device % 1000, "seq": seq, "relay": True, "dim_pct": 100,
-                "power_w": 58.9, "voltage_v": 229.4, "current_a": 0.27, "pf": 0.95, "energy_kwh": 1234.56 + seq,
+                "power_w": 39.6, "voltage_v": 229.4, "current_a": 0.18, "pf": 0.95, "energy_kwh": 1234.56 + seq,
                 "lux": 2.1, "driver_temp_c": 41.5}
         out.append((f"estate/v1/{SITE}/streetlight/L{device:06d}/telemetry", json.dumps(body).encode()))
     return out
+
+
+def last_night_ms() -> int:
+    """22:00 in the site's time zone (Asia/Shanghai, UTC+8) of the latest night at least an hour ago:
+    the stream's lights are on, as they should be then."""
+    now_ms = int(time.time() * 1000)
+    day_ms, offset_ms = 86_400_000, 14 * 3_600_000  # 22:00 UTC+8 is 14:00 UTC
+    start = (now_ms - 3_600_000 - offset_ms) // day_ms * day_ms + offset_ms
+    return start
 
 
 def subscribe_session(host: str, port: int, client_id: str) -> None:
@@ -151,10 +161,15 @@ def drain_gateway(env: dict[str, str], port: int, n: int, log: Path) -> dict[str
     ps = psutil.Process(proc.pid)
     peak_rss, cpu0 = 0, None
     started = time.perf_counter()
+    progress, progress_at = -1.0, time.monotonic()
     try:
-        while metric(port, "linli_gateway_messages_acked_total") < n:
+        while (acked := metric(port, "linli_gateway_messages_acked_total")) < n:
             if proc.poll() is not None:
                 raise RuntimeError(f"the gateway exited; see {log}")
+            if acked != progress:
+                progress, progress_at = acked, time.monotonic()
+            elif time.monotonic() - progress_at > 60:
+                raise RuntimeError(f"the gateway acknowledged nothing for 60 s ({acked:.0f} of {n}); see {log}")
             if cpu0 is None and metric(port, "linli_gateway_broker_connected") == 1:
                 cpu0, started = ps.cpu_times(), time.perf_counter()
             peak_rss = max(peak_rss, ps.memory_info().rss)
@@ -257,7 +272,7 @@ def main() -> int:
         try:
             servers.wait_until(lambda: servers.mqtt_answers("127.0.0.1", port), what="mosquitto")
             sites = site_file(folder, SITE, args.devices)
-            payloads = stream(args.messages, args.devices, int(time.time() * 1000) - 3_600_000)
+            payloads = stream(args.messages, args.devices, last_night_ms())
             n = len(payloads)
             store_url = influx.store_url("bench")
             gw_port = servers.free_port()
@@ -265,7 +280,8 @@ def main() -> int:
                    "LINLI_TSDB_URL": store_url, "LINLI_SITES": str(sites), "LINLI_MQTT_CLIENT_ID": "bench-gw",
                    "LINLI_GATEWAY_METRICS_PORT": str(gw_port), "LINLI_GATEWAY_METRICS_HOST": "127.0.0.1",
                    "LINLI_DATABASE_URL": "", "LINLI_LOG_LEVEL": "WARNING"}
-            for name in ("bench-sub", "bench-paho", "bench-gw"):
+            # the gateway takes a site's messages on the session "{client id}-{site}" (gateway.standby)
+            for name in ("bench-sub", "bench-paho", f"bench-gw-{SITE}"):
                 subscribe_session("127.0.0.1", port, name)
             results["publish_rate"] = publish("127.0.0.1", port, payloads)
             results["mosquitto_sub"] = drain_mosquitto_sub("127.0.0.1", port, "bench-sub", n)

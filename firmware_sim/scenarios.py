@@ -156,14 +156,16 @@ class Scenario:
         return None if self.spec.start is None else time.fromisoformat(self.spec.start)
 
     def start_at(self, now: datetime, timezone: str | None = None) -> datetime:
-        """When to start the simulated clock: ``now`` itself, or the scenario's local start time on
-        ``now``'s local date (in ``timezone``, default ``now``'s zone)."""
+        """When to start the simulated clock: ``now`` itself, or the latest moment at or before ``now``
+        that is the scenario's local start time (in ``timezone``, default ``now``'s zone). Never in the
+        future: what the simulator sends must lie in the past of the API's and the store's clocks."""
         if self.start_time is None:
             return now
         from zoneinfo import ZoneInfo
 
         local = now.astimezone(ZoneInfo(timezone)) if timezone else now
-        return local.replace(hour=self.start_time.hour, minute=self.start_time.minute, second=0, microsecond=0)
+        start = local.replace(hour=self.start_time.hour, minute=self.start_time.minute, second=0, microsecond=0)
+        return start if start <= local else start - timedelta(days=1)
 
     def injections(
         self, start: datetime, sites: Sequence[Site], simulated: Sequence[tuple[str, str]] | None = None

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    logging.getLogger("linli.gateway").info("serving sites %s", ", ".join(gateway.sites.ids()))
+    held = gateway.held_sites().ids()
+    standby = [site for site in gateway.sites.ids() if site not in held]
+    logging.getLogger("linli.gateway").info(
+        "serving sites %s%s", ", ".join(held) or "(none yet)",
+        f"; standby for {', '.join(standby)} (taken over when their lease expires)" if standby else "")
     stop.wait()
     gateway.stop()
     return 0

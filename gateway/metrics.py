@@ -79,6 +79,9 @@ class GatewayCollector(Collector):
         yield gauge("devices", "Devices with live state", gw.device_count())
         yield gauge("broker_connected", "1 while connected to the broker", 1 if gw.connected else 0)
         yield gauge("store_ok", "1 while the time-series store takes writes", 1 if sink.store_ok else 0)
+        yield gauge("leases_held", "Sites whose lease this gateway holds (it serves exactly these)", len(gw.leases.held))
+        yield counter("db_errors", "Database commits that failed (the batch kept unacknowledged and retried)",
+                      gw.db_errors)
 
 
 class MetricsServer:

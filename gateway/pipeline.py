@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import JSON, Table, Text, bindparam
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.broker import Inbound
 from gateway.buffer import PointSink, Rejected
 from linli.clock import from_ms
+from linli.commands import command_message
 from linli.contract import Channel, Event, Message, Rejection, RejectReason, Status, parse
 from linli.engine import Decision, DeviceLive, Engine
+from linli.engine.decisions import DeviceCommand
 from linli.site import SiteRegistry
 from linli.storage import Database, DeadLetter, DeviceEngineState, DeviceState
 from linli.storage.tickets import TicketChange, TicketService
@@ -25,12 +29,14 @@ from linli.tickets import EventType
 from linli.tsdb import Point, TimeSeriesStore
 
 log = logging.getLogger("linli.gateway.pipeline")
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 # Publishes an internal event (topic, payload); the runtime passes the broker link's publish.
 Publish = Callable[[str, bytes], None]
 _LOG_EVERY_S = 60
 RATE_LIMIT_PER_S = 20  # live messages per device per second (device contract)
 SAMPLE_EXCESS_EVERY = 10  # of a throttled device's excess QoS 0 telemetry, keep one in this many
+STATE_SAVE_EVERY_S = 2.0  # under load, live state rows are saved at most this often (see _commit)
 REPLAY_AFTER_MS = 60_000  # a device-stamped ts older than this on arrival: the device replays its buffer
 STORE_REJECTED = "store_rejected"  # dead-letter reason of a point the time-series store refused
 
@@ -80,6 +86,9 @@ class Pipeline:
         self.counters = Counters()
         self._last_logged: dict[tuple[str | None, str | None], datetime] = {}
         self._rates: dict[tuple[str, str], _Rate] = {}
+        self._tags: dict[tuple[str, str], dict[str, str]] = {}  # a telemetry point's tags, per device
+        self._state_statements: tuple[Any, Any] | None = None
+        self._states_saved_at = time.monotonic()
         self.use_sites(sites)
 
     def use_sites(self, sites: SiteRegistry) -> None:
@@ -87,6 +96,7 @@ class Pipeline:
         self._sites = sites
         self._tickets = TicketService(sites)
         self._concentrators = {(s.id, c.id) for s in sites for c in s.spec.concentrators}
+        self._tags = {}
 
     def _device_kind(self, site: str, device_id: str) -> str | None:
         device = self._sites.device(site, device_id)
@@ -95,8 +105,11 @@ class Pipeline:
     def _concentrator(self, site: str, device_id: str) -> str | None:
         return "concentrator" if (site, device_id) in self._concentrators else None
 
-    def process(self, batch: Sequence[Inbound], now: datetime) -> list[TicketChange]:
-        """Validate, update live state, detect, write time series, then commit tickets and state."""
+    def process(self, batch: Sequence[Inbound], now: datetime, *, backlog: bool = False) -> list[TicketChange]:
+        """Validate, update live state, detect, write time series, then commit tickets and state.
+
+        `backlog`: more messages are waiting; live state rows may then be saved later (see `_commit`).
+        """
         rejections: list[Rejection] = []
         decisions: list[Decision] = []
         points: list[Point] = []
@@ -121,7 +134,7 @@ class Pipeline:
             if point is not None:
                 points.append(point)
             self.counters.processed += 1
-        return self._commit(rejections, decisions, points, now)
+        return self._commit(rejections, decisions, points, now, backlog=backlog)
 
     def _throttled(self, message: Message, qos: int) -> bool:
         """Rate limit: over 20 live messages/s flags the device; its excess QoS 0 telemetry is sampled down.
@@ -162,21 +175,49 @@ class Pipeline:
                 return replace(rejection, detail=f"device {rejection.device_id!r} of site {rejection.site!r} is retired")
         return rejection
 
-    def tick(self, now: datetime) -> list[TicketChange]:
+    def tick(self, now: datetime, *, backlog: bool = False) -> list[TicketChange]:
         decisions = self._engine.tick(now)
-        if not decisions and not any(live.dirty for live in self._engine.devices()):
+        if not decisions and ((backlog and not self._state_save_due()) or not any(
+                live.dirty for live in self._engine.devices())):
             return []
-        return self._commit([], decisions, [], now)
+        return self._commit([], decisions, [], now, backlog=backlog)
+
+    def save_states(self, now: datetime) -> None:
+        """Save the live state of every device changed since the last save (the gateway stopping)."""
+        dirty = self._engine.take_dirty()
+        if dirty:
+            with self._db.session() as session:
+                self._save_states(session, dirty, now)
+
+    def _state_save_due(self) -> bool:
+        return time.monotonic() - self._states_saved_at >= STATE_SAVE_EVERY_S
+
+    def tick_with(self, decisions: Sequence[Decision], now: datetime) -> list[TicketChange]:
+        """Commit decisions the engine made outside a batch (soaks started, maintenance ended)."""
+        return self._commit([], list(decisions), [], now) if decisions else []
 
     def _commit(
-        self, rejections: list[Rejection], decisions: list[Decision], points: list[Point], now: datetime
+        self, rejections: list[Rejection], decisions: list[Decision], points: list[Point], now: datetime,
+        *, backlog: bool = False,
     ) -> list[TicketChange]:
         # Points first (store, else the on-disk buffer), then tickets and state: when the caller
         # acknowledges the batch to the broker afterwards, everything of it is durable.
         refused = self.sink.write(points) if points else []
         self.counters.points_written = self.sink.stats.written
         self.counters.points_failed = self.sink.stats.failed
-        dirty = self._engine.take_dirty()
+        # Live state rows (device_states, device_engine_states) are the engine's restart cache, not the
+        # record of a message (that is the point, stored above, and the tickets). With no backlog they
+        # are saved with every batch. Under a backlog a device's row is rewritten at most once per
+        # STATE_SAVE_EVERY_S instead of once per batch, except that a batch with decisions saves every
+        # changed device with its tickets, in the same transaction. So a SIGKILL loses no acked message
+        # and no ticket; it can lose up to STATE_SAVE_EVERY_S of live state changes that decided
+        # nothing: after the restart, those devices' last values, seq window and detector counters are
+        # that much older (the seqs of messages in between count as gaps; a detector counts again from
+        # the next samples; an open ticket is not raised twice, the ticket service merges).
+        save = not backlog or bool(decisions) or self._state_save_due()
+        dirty = self._engine.take_dirty() if save else []
+        if save:
+            self._states_saved_at = time.monotonic()
         with self._db.session() as session:
             for rejection in rejections:
                 self._dead_letter(session, rejection, now)
@@ -189,12 +230,27 @@ class Pipeline:
             if change.event is EventType.OPENED:
                 self.counters.tickets_opened[change.fault] = self.counters.tickets_opened.get(change.fault, 0) + 1
         if self._publish is not None:
+            for decision in decisions:
+                if isinstance(decision, DeviceCommand):
+                    self._send_command(decision, now)
             for change in changes:
                 self._publish(f"linli/v1/{change.site}/events", json.dumps({
                     "type": "ticket", "ticket_id": change.ticket_id, "event": change.event.value,
                     "status": change.status.value, "at": now.isoformat(),
                 }).encode())
         return changes
+
+    def _send_command(self, command: DeviceCommand, now: datetime) -> None:
+        """An automatic action (a charger taken out of use): published to the device, and logged."""
+        assert self._publish is not None
+        device = self._sites.device(command.site, command.device_id)
+        if device is None:
+            return
+        topic, payload, command_id = command_message(command.site, device.kind, device.id, command.action,
+                                                     command.args, now=now)
+        log.info("command %s %s to %s/%s: %s", command_id, command.action, command.site, command.device_id,
+                 command.reason)
+        self._publish(topic, payload)
 
     def _dead_letter(self, session: Any, rejection: Rejection, now: datetime, *, reason: str | None = None) -> None:
         reason = reason or rejection.reason.value
@@ -225,26 +281,46 @@ class Pipeline:
             self._dead_letter(session, rejection, now, reason=STORE_REJECTED)
 
     def _save_states(self, session: Any, dirty: list[DeviceLive], now: datetime) -> None:
+        states, engine_states = self._statements(session.get_bind().dialect.name)
+        dumps = _JSON.encode  # the JSON columns get their text from here, not per value from SQLAlchemy
         rows = [{
             "site": live.site, "device_id": live.device_id, "kind": live.kind, "online": live.online,
-            "last_seen": live.last_seen, "status": live.status, "last": live.last, "last_seq": live.last_seq,
-            "boot": live.boot, "updated_at": now,
+            "last_seen": live.last_seen, "status": dumps(live.status), "last": dumps(live.last),
+            "last_seq": live.last_seq, "boot": live.boot, "updated_at": now,
         } for live in dirty]
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        # Core tables and executemany: one compiled statement per batch, however many devices changed
-        # (a multi-VALUES insert is compiled anew for every batch and was the gateway's hottest spot).
-        statement = insert(cast(Table, DeviceState.__table__))
-        columns = ("kind", "online", "last_seen", "status", "last", "last_seq", "boot", "updated_at")
-        update = {c: statement.excluded[c] for c in columns}
-        session.execute(statement.on_conflict_do_update(index_elements=["site", "device_id"], set_=update), rows)
-        engine_rows = [{"site": live.site, "device_id": live.device_id, "state": live.snapshot(), "updated_at": now}
-                       for live in dirty]
-        engine_statement = insert(cast(Table, DeviceEngineState.__table__))
-        session.execute(engine_statement.on_conflict_do_update(
-            index_elements=["site", "device_id"],
-            set_={"state": engine_statement.excluded.state, "updated_at": engine_statement.excluded.updated_at},
-        ), engine_rows)
+        session.execute(states, rows)
+        engine_rows = [{"site": live.site, "device_id": live.device_id, "state": dumps(live.snapshot()),
+                        "updated_at": now} for live in dirty]
+        session.execute(engine_states, engine_rows)
+
+    def _statements(self, dialect: str) -> tuple[Any, Any]:
+        """The two upserts of `_save_states`, built once: Core tables and executemany (one compiled
+        statement however many devices changed; a multi-VALUES insert was once the hottest spot).
+        Their JSON columns take JSON text (a cast on PostgreSQL; SQLite stores JSON as text)."""
+        if self._state_statements is None:
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+
+            def json_text(name: str) -> Any:
+                param = bindparam(name, type_=Text())
+                return sql_cast(param, JSON) if dialect == "postgresql" else param
+
+            table = cast(Table, DeviceState.__table__)
+            columns = ("kind", "online", "last_seen", "last_seq", "boot", "updated_at")
+            states = insert(table).values(
+                site=bindparam("site"), device_id=bindparam("device_id"), status=json_text("status"),
+                last=json_text("last"), **{c: bindparam(c, type_=table.c[c].type) for c in columns})
+            states = states.on_conflict_do_update(
+                index_elements=["site", "device_id"],
+                set_={c: states.excluded[c] for c in (*columns, "status", "last")})
+            engine_table = cast(Table, DeviceEngineState.__table__)
+            engine_states = insert(engine_table).values(
+                site=bindparam("site"), device_id=bindparam("device_id"), state=json_text("state"),
+                updated_at=bindparam("updated_at", type_=engine_table.c.updated_at.type))
+            engine_states = engine_states.on_conflict_do_update(
+                index_elements=["site", "device_id"],
+                set_={"state": engine_states.excluded.state, "updated_at": engine_states.excluded.updated_at})
+            self._state_statements = (states, engine_states)
+        return self._state_statements
 
     def _record_point(self, message: Message) -> Point | None:
         """Events and status changes as points too: what happened, kept even when the buffer is full."""
@@ -276,18 +352,26 @@ class Pipeline:
     def _point(self, message: Message) -> Point | None:
         if message.channel is not Channel.TELEMETRY:
             return None
-        site = self._sites[message.site]
-        device = site.devices[message.device_id]
         fields: dict[str, float | bool | str] = {}
         # seq is kept as a field: gaps in the stored sequence are how a lost QoS 1 message shows.
-        for name, value in message.body.model_dump(exclude_none=True, exclude={"ts"}).items():
-            if isinstance(value, bool | str):
-                fields[name] = value
-            elif isinstance(value, int | float):
-                fields[name] = float(value)  # InfluxDB refuses a field whose type changes: numbers are floats
-        for name, value in message.body.extras().items():
-            fields.setdefault(name, value if isinstance(value, bool) else float(value))
+        # What model_dump(exclude_none=True) gives (the declared fields, all scalars in telemetry, then
+        # the extra ones), read off the model without building the dump.
+        body = message.body
+        extra = body.__pydantic_extra__
+        for values in (body.__dict__, extra) if extra else (body.__dict__,):
+            for name, value in values.items():
+                if value is None or name == "ts":
+                    continue
+                if type(value) is float or isinstance(value, bool | str):
+                    fields[name] = value
+                elif isinstance(value, int | float):
+                    fields[name] = float(value)  # InfluxDB refuses a field whose type changes: numbers are floats
         if not fields:
             return None
-        tags = {"site": message.site, "device": message.device_id, **site.location_tags(device)}
+        key = (message.site, message.device_id)
+        tags = self._tags.get(key)
+        if tags is None:
+            site = self._sites[message.site]
+            device = site.devices[message.device_id]
+            tags = self._tags[key] = {"site": message.site, "device": message.device_id, **site.location_tags(device)}
         return Point(message.kind, tags, fields, message.ts_ms)

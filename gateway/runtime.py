@@ -6,16 +6,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from gateway.broker import BrokerLink, Inbound, LinkChange
+from gateway.broker import Inbound, LinkChange
 from gateway.buffer import DiskBuffer, PointSink
+from gateway.lease import LeaseStore, SiteLeases
 from gateway.metrics import MetricsServer
 from gateway.pipeline import Pipeline
 from gateway.settings import GatewaySettings
+from gateway.standby import ControlLink, SiteLink, SiteLinks, site_of
+from gateway.upkeep import Upkeep
 from linli.clock import Clock, FollowedClock, SystemClock, to_ms
 from linli.engine import Engine
 from linli.settings import Settings
@@ -28,6 +32,8 @@ log = logging.getLogger("linli.gateway")
 
 _BATCH_MAX = 1000
 _TICK_EVERY_WALL_S = 0.5
+_BUSY_BATCH = 100  # a batch this large means messages arrive faster than batches are committed
+_UPKEEP_EVERY_WALL_S = 2.0  # resolved tickets, maintenance windows, escalations
 
 
 class Gateway:
@@ -38,6 +44,7 @@ class Gateway:
         sites: SiteRegistry | None = None,
         clock: Clock | None = None,
         store: TimeSeriesStore | None = None,
+        lease_clock: Clock | None = None,
     ) -> None:
         self.settings = options = GatewaySettings.of(settings)
         # The site files are polled by the worker (about every 2 s) and applied without a restart.
@@ -52,25 +59,46 @@ class Gateway:
         migrate(settings.db_url)
         self.database = Database(settings.db_url)
         self.store = store or open_store(settings.timeseries_url)
-        self.engine = Engine(self.sites, self.clock.now())
-        self.restored = self._restore_states()
+        # Leases first: the engine and pipeline hold only the sites this gateway serves (a standby's: none
+        # yet). Lease time is wall time (`lease_clock`), never a simulator's clock.
+        self.leases = SiteLeases(
+            LeaseStore(self.database, settings.mqtt_client_id, timedelta(seconds=options.gateway_lease_ttl_s)),
+            self.sites.ids(), lease_clock or SystemClock(), renew_every_s=options.gateway_lease_renew_s)
+        self.leases.step(force=True)
+        self.engine = Engine(self.held_sites(), self.clock.now())
+        self.restored = self._restore_states(self.leases.held)
+        # A batch whose database commit failed: kept unacknowledged and retried with backoff.
+        self.db_errors = 0
+        self._pending: list[Inbound] = []
+        self._db_retry_at = 0.0
+        self._db_backoff_s = 0.0
+        self._engine_stale = False  # the engine ran ahead of a failed commit: restore it from the database
         self.buffer = DiskBuffer(options.data_dir / "buffer" / f"{_safe(options.mqtt_client_id)}.db",
                                  int(options.buffer_max_mb * 1024 * 1024))
         self.sink = PointSink(self.store, self.buffer, on_rejected=lambda refused: self.pipeline.dead_letter_points(refused))
         self._inbox: queue.Queue[Inbound | LinkChange] = queue.Queue()
         host, port, tls = settings.mqtt_host_port
-        self.link = BrokerLink(
-            host=host, port=port, client_id=settings.mqtt_client_id, site_ids=self.sites.ids(), inbox=self._inbox,
+        self.link = ControlLink(
+            host=host, port=port, client_id=settings.mqtt_client_id, inbox=self._inbox,
             clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
             clock_sink=self._follow_clock if self.followed_clock is not None else None,
         )
+        # Site messages come on one persistent session per held site, taken over with its lease.
+        self.site_links = SiteLinks(lambda site: SiteLink(
+            host=host, port=port, client_id=options.site_session_id(site), site_ids=[site], inbox=self._inbox,
+            clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
+        ))
         self.pipeline = Pipeline(
-            sites=self.sites, engine=self.engine, database=self.database, sink=self.sink,
+            sites=self.held_sites(), engine=self.engine, database=self.database, sink=self.sink,
             publish=lambda topic, payload: self.link.publish(topic, payload),
         )
+        self.upkeep = Upkeep(database=self.database, engine=self.engine, sites=self.held_sites(), clock=self.clock,
+                             base_url=settings.public_base_url)
         self.connected = False
         self.last_tick_at: datetime | None = None  # clock time of the last timer pass (tests wait on it)
         self._stopping = threading.Event()
+        self._sender = threading.Thread(target=self.upkeep.dispatch_until, args=(self._stopping,),
+                                        name="linli-gateway-notifier", daemon=True)
         self._worker = threading.Thread(target=self._work, name="linli-gateway-worker", daemon=True)
         self._progress = threading.Condition()
         self.messages_done = 0  # messages fully handled and committed (tests and health wait on it)
@@ -78,10 +106,14 @@ class Gateway:
         self.metrics = MetricsServer(self, options.gateway_metrics_host, options.gateway_metrics_port) \
             if options.gateway_metrics_port else None
 
-    def _restore_states(self) -> int:
+    def held_sites(self) -> SiteRegistry:
+        """The configured sites whose lease this gateway holds: those it serves."""
+        return SiteRegistry([site for site in self.sites if site.id in self.leases.held])
+
+    def _restore_states(self, site_ids: Iterable[str]) -> int:
         """Live and detector state as the last run left it: no ticket reopened, no pending fault forgotten."""
         restored = 0
-        sites = self.sites.ids()
+        sites = list(site_ids)
         with self.database.session() as session:
             snapshots = {(r.site, r.device_id): r.state for r in session.scalars(
                 select(DeviceEngineState).where(DeviceEngineState.site.in_(sites)))}
@@ -120,12 +152,24 @@ class Gateway:
                     raise ConnectionError(f"cannot reach the MQTT broker at {self.settings.mqtt_url}: {exc}") from exc
                 log.warning("broker not reachable yet (%s); retrying", exc)
                 time.sleep(1.0)
+        self._open_sites(list(self.leases.held))
         self._worker.start()
+        self._sender.start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._worker.is_alive():  # the last batch is committed and acknowledged before we disconnect
             self._worker.join(timeout=10)
+        self.upkeep.wake()
+        if self._sender.is_alive():
+            self._sender.join(timeout=10)
+        if not self._worker.is_alive():
+            try:  # live state the last batches left unsaved under a backlog
+                self.pipeline.save_states(self.clock.now())
+            except Exception:
+                log.exception("saving the live state on the way out failed")
+        self.site_links.close_all()
+        self.leases.release_all()  # a standby takes over at once, not after the TTL
         self.link.stop()
         self.sink.stop()
         if self.metrics is not None:
@@ -162,9 +206,10 @@ class Gateway:
             log.warning("publishing the heartbeat failed: %s", exc)
 
     def _work(self) -> None:
-        last_tick = 0.0
+        last_tick = last_upkeep = tick_took = 0.0
         last_beat = 0.0
         while not self._stopping.is_set():
+            self._serve_leases()
             if self.connected and time.monotonic() - last_beat >= self.HEARTBEAT_EVERY_WALL_S:
                 last_beat = time.monotonic()
                 self._heartbeat()
@@ -174,6 +219,8 @@ class Gateway:
                 while True:
                     if isinstance(item, LinkChange):
                         self._link_changed(item)
+                    elif isinstance(item, list):  # the broker link hands messages up in chunks
+                        batch.extend(item)
                     else:
                         batch.append(item)
                     if len(batch) >= _BATCH_MAX:
@@ -185,19 +232,43 @@ class Gateway:
                 self._reload_sites()
             except Exception:  # a reload that fails keeps the running sites
                 log.exception("applying edited site files failed")
+            # Only sites whose lease we hold; a batch kept from a failed commit goes first.
+            batch, self._pending = self._served(self._pending + batch), []
+            if time.monotonic() < self._db_retry_at:
+                self._pending = batch  # the database is down: wait, acknowledging nothing
+                self._stopping.wait(0.1)
+                continue
             try:
+                if self._engine_stale:
+                    self._resync_from_database()
                 now = self.clock.now()
+                changes = []
+                # Under load (a full-ish batch, or more waiting) live state rows are saved every
+                # STATE_SAVE_EVERY_S, not with every batch (the argument: Pipeline._commit).
+                busy = len(batch) >= _BUSY_BATCH or not self._inbox.empty()
                 if batch:
-                    self.pipeline.process(batch, now)
-                if time.monotonic() - last_tick >= _TICK_EVERY_WALL_S:
+                    changes += self.pipeline.process(batch, now, backlog=busy)
+                # The timers' pass costs per device served: it runs at most every ten times its own
+                # duration, so it never takes more than a tenth of the worker (0.5 s with few devices).
+                if time.monotonic() - last_tick >= max(_TICK_EVERY_WALL_S, 10 * tick_took):
                     last_tick = time.monotonic()
-                    self.pipeline.tick(now)
+                    changes += self.pipeline.tick(now, backlog=busy)
+                    tick_took = time.monotonic() - last_tick
+                    if time.monotonic() - last_upkeep >= _UPKEEP_EVERY_WALL_S:
+                        last_upkeep = time.monotonic()
+                        changes += self.pipeline.tick_with(self.upkeep.run(now), now)
+                        self.upkeep.escalate(now)
                     self.last_tick_at = now
-            except Exception:  # the gateway never stops because of one batch
+                self.upkeep.announce(changes, now)
+            except Exception as exc:  # the gateway never stops because of one batch
+                if _database_outage(exc):
+                    self._database_failed(exc, batch)
+                    continue
                 log.exception("processing a batch of %d messages failed", len(batch))
+            self._db_backoff_s = 0.0
             # Acknowledged only now that the batch is stored (store or on-disk buffer) and committed:
             # a crash before this line gets the batch redelivered by the broker.
-            acked = self.link.ack(batch)
+            acked = self.site_links.ack(self._served(batch))
             with self._progress:
                 self.messages_acked += acked
                 self.messages_done += len(batch)
@@ -207,9 +278,73 @@ class Gateway:
         outcome = self.site_source.poll_if_due()
         if outcome is None or outcome.sites is None:
             return  # unchanged, or refused (the source logged why; `site_source.last_error` says it)
-        self.engine.reload_sites(outcome.sites, self.clock.now())
-        self.pipeline.use_sites(outcome.sites)
         self.sites = outcome.sites
+        held = self.held_sites()
+        self.engine.reload_sites(held, self.clock.now())
+        self.pipeline.use_sites(held)
+        self.upkeep.use_sites(held)
+
+    # ------------------------------------------------------------ leases and database outages
+
+    def _open_sites(self, sites: Iterable[str]) -> None:
+        for site in sites:
+            try:
+                self.site_links.open(site)
+            except OSError as exc:  # give the lease back: another gateway, or we at a later step, takes it
+                log.error("cannot open the MQTT session of site %s: %s", site, exc)
+                lease = self.leases.held.pop(site, None)
+                if lease is not None:
+                    self.leases.store.release(lease, self.leases.clock.now())
+
+    def _serve_leases(self) -> None:
+        """Renew leases, take over expired ones; serve exactly the sites held."""
+        change = self.leases.step()
+        if not change:
+            return
+        for site in change.lost:  # unacknowledged messages stay in the session for the next holder
+            self.site_links.close(site)
+        held = self.held_sites()
+        self.engine.reload_sites(held, self.clock.now())
+        self.pipeline.use_sites(held)
+        self.upkeep.use_sites(held)
+        if change.gained:
+            try:  # the state the previous holder committed, as after a restart
+                self._restore_states(change.gained)
+            except Exception as exc:
+                if not _database_outage(exc):
+                    raise
+                self._engine_stale = True
+            self._open_sites(change.gained)
+
+    def _served(self, batch: list[Inbound]) -> list[Inbound]:
+        """The messages of sites we hold; the others are dropped unacknowledged (the broker keeps them
+        for whoever holds the site now)."""
+        if not batch:
+            return batch
+        now = self.leases.clock.now()
+        return [item for item in batch if (site := site_of(item.topic)) is None or self.leases.holds(site, now)]
+
+    def _database_failed(self, exc: Exception, batch: list[Inbound]) -> None:
+        """A commit failed: nothing of the batch is acknowledged; it is kept and retried with backoff."""
+        self.db_errors += 1
+        self._engine_stale = True
+        self._pending = batch
+        self._db_backoff_s = min(max(self._db_backoff_s * 2, 0.5), 10.0)
+        self._db_retry_at = time.monotonic() + self._db_backoff_s
+        log.error("database unavailable (%s): %d messages kept unacknowledged, retrying in %.1f s",
+                  str(exc).splitlines()[0][:300], len(batch), self._db_backoff_s)
+        with self._progress:  # those waiting on progress see the failure too
+            self._progress.notify_all()
+
+    def _resync_from_database(self) -> None:
+        """Back to the live and detector state last committed, as after a restart: the retried batch is
+        then observed once."""
+        held, now = self.held_sites(), self.clock.now()
+        self.engine.reload_sites(SiteRegistry([]), now)
+        self.engine.reload_sites(held, now)
+        self._restore_states(held.ids())
+        self._engine_stale = False
+        log.info("database back: live state restored from it; the kept messages are processed again")
 
     def _follow_clock(self, payload: bytes) -> None:
         """Network thread: a new announcement of the simulator's clock (a jump, or a driven tick)."""
@@ -228,6 +363,12 @@ class Gateway:
             return
         self.connected = change.connected
         self.engine.broker_connection(change.connected, self.clock.now())
+
+
+def _database_outage(exc: BaseException) -> bool:
+    """The database cannot be reached (retry), as opposed to a batch it refuses (do not)."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def _safe(name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from linli.settings import Settings
 
@@ -17,6 +17,24 @@ class GatewaySettings(Settings):
     follow_sim_clock: bool = Field(
         False, description="run on the simulator's clock announced on linli/v1/clock (accelerated demos and tests)"
     )
+    gateway_lease_ttl_s: float = Field(
+        15.0, ge=1, le=600, description="a site's lease expires this long after its holder's last renewal"
+    )
+    gateway_lease_renew_s: float = Field(5.0, gt=0, description="renew held leases, and try to take the others, this often")
+    gateway_session_prefix: str = Field(
+        "", description="MQTT sessions are '{prefix}-{site}', held by whichever gateway holds the site's lease; "
+                        "give a gateway and its standby the same prefix; empty = LINLI_MQTT_CLIENT_ID",
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_ttl(self) -> GatewaySettings:
+        if self.gateway_lease_renew_s * 2 > self.gateway_lease_ttl_s:
+            raise ValueError("LINLI_GATEWAY_LEASE_RENEW_S must be at most half of LINLI_GATEWAY_LEASE_TTL_S")
+        return self
+
+    def site_session_id(self, site: str) -> str:
+        """The MQTT client id of `site`'s persistent session (taken over with the lease)."""
+        return f"{self.gateway_session_prefix or self.mqtt_client_id}-{site}"
 
     @classmethod
     def of(cls, settings: Settings) -> GatewaySettings:

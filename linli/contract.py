@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -234,10 +235,10 @@ def parse(
     def reject(reason: RejectReason, detail: str, site: str | None = None, device: str | None = None) -> Rejection:
         return Rejection(reason, detail, topic, received_ms, site, device, bytes(payload[:_EXCERPT]))
 
-    match = _TOPIC.match(topic)
-    if match is None:
+    parts = _topic_parts(topic)
+    if parts is None:
         return reject(RejectReason.TOPIC, "not a topic of device contract v1 (estate/v1/{site}/{kind}/{device_id}/{channel})")
-    site, kind, device_id, channel = match["site"], match["kind"], match["device"], Channel(match["channel"])
+    site, kind, device_id, channel = parts
     if not known_site(site):
         return reject(RejectReason.UNKNOWN_SITE, f"site {site!r} is not served here", site, device_id)
     if kind == "concentrator":
@@ -266,7 +267,7 @@ def parse(
         return reject(RejectReason.NOT_OBJECT, f"payload is a JSON {type(document).__name__}, not an object", site, device_id)
     model = TELEMETRY_MODELS[kind] if channel is Channel.TELEMETRY else _CHANNEL_MODELS[channel]
     try:
-        body: Body = model.model_validate(document)  # type: ignore[assignment]
+        body: Body = model.__pydantic_validator__.validate_python(document)  # model_validate, one call less
     except ValidationError as exc:
         return reject(RejectReason.SCHEMA, _schema_problem(exc), site, device_id)
     ts = getattr(body, "ts", None)
@@ -274,6 +275,15 @@ def parse(
         ahead = (ts - received_ms) / 1000
         return reject(RejectReason.FUTURE_TS, f"ts is {ahead:.0f} s in the future (limit 300 s)", site, device_id)
     return Message(site, kind, device_id, channel, body, ts if ts is not None else received_ms, received_ms)
+
+
+@lru_cache(maxsize=65_536)
+def _topic_parts(topic: str) -> tuple[str, str, str, Channel] | None:
+    """(site, kind, device_id, channel) of a contract topic; a device sends on a handful of topics."""
+    match = _TOPIC.match(topic)
+    if match is None:
+        return None
+    return match["site"], match["kind"], match["device"], Channel(match["channel"])
 
 
 def _schema_problem(exc: ValidationError) -> str:

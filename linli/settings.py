@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_client_id: str = Field("linli-gateway", description="the gateway's persistent-session client id")
+    public_base_url: str = Field("http://127.0.0.1:8000", description="the address people open: links in notifications")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     secret_key: str = Field(DEV_SECRET, description="signs access tokens")

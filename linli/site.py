@@ -12,12 +12,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linli.catalog import DEFAULT_SERVICE_LEVELS, FAULTS, OFFLINE_TEAMS, ServiceLevel, Severity, Team
+from linli.notify.config import ChannelList
+from linli.oncall import EscalationConfig, Person, Shift, reference_problems
+
+if TYPE_CHECKING:
+    from linli.detectors.thresholds import Thresholds
 
 SITE_ID = r"^[a-z0-9-]{1,32}$"
 DEVICE_ID = r"^[A-Za-z0-9_-]{1,32}$"
@@ -167,6 +172,10 @@ class Device(_Model):
 class TeamConfig(_Model):
     name: str = Field(min_length=1)
     name_en: str | None = None
+    channels: ChannelList = Field(default_factory=list, description="where this team's notifications go (linli.notify)")
+    lead: str | None = Field(default=None, description="person id: on duty when no shift covers the moment; escalation level 2")
+    roster: list[Shift] = Field(default_factory=list, description="weekly on-call shifts (linli.oncall)")
+    escalation: EscalationConfig | None = Field(default=None, description="levels after a missed deadline (linli.sla)")
 
 
 class ServiceLevelConfig(_Model):
@@ -189,6 +198,7 @@ class SiteInfo(_Model):
     timezone: str = "Asia/Shanghai"
     coordinates: Coordinates
     lighting_schedule: LightingSchedule = LightingSchedule()
+    manager: str | None = Field(default=None, description="person id of the community manager (top of escalation)")
 
     @field_validator("timezone")
     @classmethod
@@ -215,7 +225,20 @@ class SiteFile(_Model):
     routing: dict[str, list[Team]] = Field(default_factory=dict, description="fault code -> teams, lead first")
     sla: dict[Severity, ServiceLevelConfig] = Field(default_factory=dict)
     sla_by_fault: dict[str, ServiceLevelConfig] = Field(default_factory=dict)
+    detection: dict[DeviceKind, dict[str, float]] = Field(
+        default_factory=dict, description="detector thresholds per device kind (linli.detectors.thresholds)"
+    )
     devices: list[Device] = Field(min_length=1)
+    people: list[Person] = Field(default_factory=list, description="contacts for rosters and escalation (linli.oncall)")
+
+    @model_validator(mode="after")
+    def _detection_names(self) -> SiteFile:
+        from linli.detectors.thresholds import override_problems  # linli.detectors imports this module
+
+        problems = [p for kind, names in self.detection.items() for p in override_problems(kind, names, f"detection.{kind}")]
+        if problems:
+            raise ValueError("; ".join(f"{loc}: {msg}" for loc, msg in problems))
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> SiteFile:
@@ -257,6 +280,7 @@ class SiteFile(_Model):
             for team in teams:
                 if team not in self.teams:
                     problems.append((f"routing.{code}", f"team {team.value!r} is not defined under teams"))
+        problems.extend(reference_problems(self.people, self.site.manager, self.teams))
         if problems:
             # pydantic shows this message under the model's location; _format_errors splits it back.
             raise ValueError("; ".join(f"{loc}: {msg}" for loc, msg in problems))
@@ -314,6 +338,12 @@ class Site:
         if level.ack > timedelta(hours=24):
             level = ServiceLevel(timedelta(hours=24), level.start, level.resolve)
         return level
+
+    def thresholds(self, kind: str) -> Thresholds:
+        """The detector thresholds of a device kind: the catalog's defaults with the site's `detection` overrides."""
+        from linli.detectors.thresholds import thresholds_for
+
+        return thresholds_for(kind, self.spec.detection.get(kind))  # type: ignore[call-overload]
 
     def location_tags(self, device: Device) -> dict[str, str]:
         """Where a device is, as time-series tags and API location fields."""

@@ -49,6 +49,9 @@ class EventType(StrEnum):
     COMMENTED = "commented"
     ASSIGNED = "assigned"
     ATTACHED = "attached"  # linked to a correlated parent ticket
+    MEMBER_CHANGED = "member_changed"  # a child of a correlated parent lost or got back supply (recorded here)
+    ESCALATED = "escalated"  # a missed deadline escalated to one team's next level, or a reminder (linli.sla)
+    NOTIFIED = "notified"  # a notification sent (or tried) about it: recorded, changes nothing
 
 
 class TransitionError(Exception):
@@ -68,6 +71,20 @@ class TicketEvent:
 class Subject:
     type: str  # device | circuit | cabinet | building | concentrator | place
     id: str
+
+
+# What an ESCALATED event is about: the deadline missed. The fix deadline is "resolve".
+ESCALATION_DEADLINES = ("ack", "start", "resolve")
+REMINDER = "reminder"
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationMark:
+    """How far one team has been escalated for one missed deadline."""
+
+    level: int  # the highest level reached (1 = the chain's first)
+    at: datetime  # when that level, or its latest reminder, was recorded
+    reminders: int = 0  # reminders sent at this level
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +113,8 @@ class TicketView:
     reopen_count: int = 0
     hold_started_at: datetime | None = None
     held_for: timedelta = timedelta(0)
+    # (deadline, team) -> escalation so far; cleared when the ticket reopens
+    escalations: Mapping[tuple[str, str], EscalationMark] = field(default_factory=dict)
 
     @property
     def device_id(self) -> str | None:
@@ -170,6 +189,8 @@ def apply(view: TicketView | None, event: TicketEvent) -> TicketView:
     if t is EventType.STARTED:
         return replace(view, status=TicketStatus.IN_PROGRESS, assignee=view.assignee or event.actor)
     if t is EventType.HELD:
+        if not (event.note or "").strip():
+            raise TransitionError("putting a ticket on hold needs a reason")  # the fix clock stops: say why
         return replace(view, status=TicketStatus.ON_HOLD, hold_started_at=at)
     if t is EventType.RESUMED:
         held = view.held_for + (at - view.hold_started_at if view.hold_started_at else timedelta(0))
@@ -190,7 +211,7 @@ def apply(view: TicketView | None, event: TicketEvent) -> TicketView:
     if t is EventType.REOPENED:
         return replace(
             view, status=TicketStatus.OPEN, reopen_count=view.reopen_count + 1, resolved_at=None, closed_at=None,
-            acks={}, acknowledged_at=None, acknowledged_by=None, signal_cleared_at=None,
+            acks={}, acknowledged_at=None, acknowledged_by=None, signal_cleared_at=None, escalations={},
             **deadlines_from(event.data),
         )
     if t is EventType.SEVERITY_RAISED:
@@ -204,11 +225,41 @@ def apply(view: TicketView | None, event: TicketEvent) -> TicketView:
         return replace(view, signal_cleared_at=None)
     if t is EventType.ASSIGNED:
         return replace(view, assignee=event.data.get("assignee"))
+    if t is EventType.MEMBER_CHANGED:
+        device = str(event.data["device_id"])
+        if event.data.get("active") and device not in view.device_ids:
+            return replace(view, device_ids=(*view.device_ids, device))
+        return view
     if t is EventType.ATTACHED:
         return replace(view, parent_id=int(event.data["parent_id"]))
-    if t is EventType.COMMENTED:
+    if t is EventType.ESCALATED:
+        return _escalated(view, event)
+    if t is EventType.COMMENTED or t is EventType.NOTIFIED:
         return view
     raise TransitionError(f"unknown event type {t!r}")  # pragma: no cover - the enum is exhaustive
+
+
+def _escalated(view: TicketView, event: TicketEvent) -> TicketView:
+    """One level up a team's chain (or a reminder at its level): levels are never skipped or repeated."""
+    if view.status in ENDED:
+        raise TransitionError(f"cannot escalate a ticket that is {view.status.value}")
+    d = event.data
+    team, deadline, level = str(d.get("team")), str(d.get("deadline")), d.get("level")
+    if team not in view.teams:
+        raise TransitionError(f"team {team!r} is not one of this ticket's teams")
+    if deadline not in ESCALATION_DEADLINES:
+        raise TransitionError(f"escalation deadline must be one of {', '.join(ESCALATION_DEADLINES)}, not {deadline!r}")
+    mark = view.escalations.get((deadline, team))
+    current = mark.level if mark else 0
+    if d.get("reason") == REMINDER:
+        if mark is None or level != current:
+            raise TransitionError(f"a reminder repeats team {team!r}'s current level {current}, not {level!r}")
+        new = EscalationMark(current, event.at, mark.reminders + 1)
+    elif level != current + 1:
+        raise TransitionError(f"team {team!r} is at level {current} for {deadline}: the next is {current + 1}, not {level!r}")
+    else:
+        new = EscalationMark(current + 1, event.at)
+    return replace(view, escalations={**view.escalations, (deadline, team): new})
 
 
 def deadlines_from(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -82,22 +82,88 @@ for i in range(2):
         "compound": "phase2", "group": "DC", "rated_power_kw": 60, "position": {"x": 600 + 40 * i, "y": 240},
     })
 
+
+def person(pid, name, name_en, phone, *, email=None, wecom=None):
+    entry = {"id": pid, "name": name, "name_en": name_en, "phone": phone}
+    entry.update({"email": email} if email else {})
+    entry.update({"wecom_userid": wecom} if wecom else {})
+    return entry
+
+
+# Made-up people and contacts (the 138 0000 numbers are not real): who is called when a ticket is late.
+PEOPLE = [
+    person("zhou_zr", "周主任", "Director Zhou", "13800000001", email="zhou@wanmei.example.cn", wecom="ZhouZhuRen"),
+    person("wang_jl", "王经理", "Manager Wang", "13800000011", email="wang@wanmei-wy.example.cn", wecom="WangJingLi"),
+    person("li_gong", "李工", "Li (electrician)", "13800000012", wecom="LiGong"),
+    person("liu_sf", "刘师傅", "Liu (electrician)", "13800000013", wecom="LiuShiFu"),
+    person("zhao_sf", "赵师傅", "Zhao (night duty)", "13800000014", wecom="ZhaoShiFu"),
+    person("lin_zz", "林站长", "Head Lin", "13800000021", email="lin@wanmei.example.cn", wecom="LinZhanZhang"),
+    person("huang_wgy", "黄网格员", "Grid officer Huang", "13800000022", wecom="HuangWGY"),
+    person("zheng_jl", "郑经理", "Manager Zheng", "13800000031", email="zheng@tongda-lift.example.cn"),
+    person("wu_gong", "吴工", "Wu (lift technician)", "13800000032"),
+    person("sun_gong", "孙工", "Sun (lift technician)", "13800000033"),
+    person("he_jl", "何经理", "Manager He", "13800000041", email="he@chongdian.example.cn"),
+    person("cp_duty", "充电桩运营值班", "Charging operator duty line", "4000000000"),
+]
+
+TEAMS = {
+    "property": {
+        "name": "物业工程部", "name_en": "Property crew", "lead": "wang_jl",
+        "roster": [  # the duty room is staffed round the clock
+            {"person": "li_gong", "days": "mon-fri", "hours": "08:00-20:00"},
+            {"person": "liu_sf", "days": "sat,sun", "hours": "08:00-20:00"},
+            {"person": "zhao_sf", "days": "daily", "hours": "20:00-08:00"},
+        ],
+        "escalation": {"remind_every": "15m", "levels": [
+            {"after": "0m", "notify": ["on_duty"]},
+            {"after": "15m", "notify": ["lead"]},
+            {"after": "30m", "notify": ["manager", "on_duty:grid"]},
+        ]},
+    },
+    "grid": {
+        "name": "社区网格中心", "name_en": "Community grid centre", "lead": "lin_zz",
+        "roster": [{"person": "huang_wgy", "days": "mon-sat", "hours": "08:30-17:30"}],  # else the head of the centre
+        "escalation": {"remind_every": "30m", "levels": [
+            {"after": "0m", "notify": ["on_duty"]},
+            {"after": "30m", "notify": ["lead", "manager"]},
+        ]},
+    },
+    "elevator_contractor": {
+        "name": "电梯维保单位", "name_en": "Elevator maintenance contractor", "lead": "zheng_jl",
+        "roster": [  # rescue within 30 minutes, day and night
+            {"person": "wu_gong", "days": "daily", "hours": "08:00-20:00"},
+            {"person": "sun_gong", "days": "daily", "hours": "20:00-08:00"},
+        ],
+        "escalation": {"remind_every": "5m", "levels": [
+            {"after": "0m", "notify": ["on_duty"]},
+            {"after": "10m", "notify": ["lead", "lead:property"]},
+            {"after": "20m", "notify": ["manager", "on_duty:grid"]},
+        ]},
+    },
+    "charger_operator": {
+        "name": "充电桩运营商", "name_en": "Charging-pile operator", "lead": "he_jl",
+        "roster": [{"person": "cp_duty", "days": "daily", "hours": "00:00-24:00"}],
+        "escalation": {"remind_every": "15m", "levels": [
+            {"after": "0m", "notify": ["on_duty"]},
+            {"after": "15m", "notify": ["lead", "lead:property"]},
+            {"after": "30m", "notify": ["manager", "on_duty:grid"]},
+        ]},
+    },
+}
+
 document = {
     "site": {
         "id": "wanmei", "name": "湾美社区", "name_en": "Wanmei Community", "timezone": "Asia/Shanghai",
         "coordinates": {"latitude": 26.1, "longitude": 119.3},
         "lighting_schedule": {"on_offset_min": 0, "off_offset_min": 0},
+        "manager": "zhou_zr",
     },
     "plan": {"width": PLAN_W, "height": PLAN_H},
     "compounds": compounds,
     "buildings": buildings,
     "cabinets": cabinets,
-    "teams": {
-        "property": {"name": "物业工程部", "name_en": "Property crew"},
-        "grid": {"name": "社区网格中心", "name_en": "Community grid centre"},
-        "elevator_contractor": {"name": "电梯维保单位", "name_en": "Elevator maintenance contractor"},
-        "charger_operator": {"name": "充电桩运营商", "name_en": "Charging-pile operator"},
-    },
+    "people": PEOPLE,
+    "teams": TEAMS,
     "routing": {"leakage": ["property", "grid"]},
     "sla": {
         "P0": {"ack": "5m", "start": "30m", "resolve": "24h"},

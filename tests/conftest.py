@@ -107,6 +107,19 @@ def postgres_server() -> Iterator[servers.PostgresServer]:
 
 
 @pytest.fixture
+def private_postgres() -> Iterator[servers.PrivatePostgres]:
+    """A PostgreSQL cluster of this test's own on a free port, which the test may `stop()` and `start()`
+    (never the shared server). `.database_url("postgres")` is its URL."""
+    server = servers.started(servers.start_private_postgres)
+    _SERVERS["private_postgres"] = server  # type: ignore[assignment]
+    try:
+        yield server
+    finally:
+        _SERVERS.pop("private_postgres", None)
+        server.close()
+
+
+@pytest.fixture
 def postgres_url(postgres_server: servers.PostgresServer) -> Iterator[str]:
     """`postgresql+psycopg://...@host:port/linli_test_<random>`: a new database, dropped after."""
     name = f"linli_test_{secrets.token_hex(6)}"

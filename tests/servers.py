@@ -512,3 +512,82 @@ def start_postgres() -> PostgresServer:
         "or run one on 127.0.0.1:5432 (`apt-get install postgresql`, trust auth for postgres), "
         "or run a Docker daemon.\n" + ("\n".join(errors) or "(nothing answered)")
     )
+
+
+# --- a private PostgreSQL that a test may stop and start ------------------------------------
+
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+class PrivatePostgres(PostgresServer):
+    """A cluster of our own (initdb in a temp dir, a free port), never the machine's shared one:
+    a test may `stop()` and `start()` it to play a database outage. As root, the server runs as
+    the `postgres` user (PostgreSQL refuses to run as root) in a dir that user owns."""
+
+    def __init__(self, bin_dir: Path, data: Path, port: int, run_as: str | None) -> None:
+        super().__init__(f"postgresql://postgres@{LOCALHOST}:{port}/postgres")
+        self.bin_dir, self.data, self.port, self._run_as = bin_dir, data, port, run_as
+        self.log = data.parent / "postgres.log"
+
+    def _run(self, tool: str, *args: str, timeout: float = START_TIMEOUT_S) -> None:
+        argv = [str(self.bin_dir / tool), *args]
+        if self._run_as:
+            argv = ["runuser", "-u", self._run_as, "--", *argv]
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            raise ServerStartError(f"{tool} failed ({done.returncode}): {done.stderr.decode(errors='replace')}\n"
+                                   f"{tail(self.log)}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses={LOCALHOST} -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
+        wait_until(lambda: port_answers(LOCALHOST, self.port), what="private postgres")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=STOP_TIMEOUT_S + 30)
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def close(self) -> None:
+        if self.running():
+            with contextlib.suppress(ServerStartError, subprocess.TimeoutExpired):
+                self.stop()
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+
+    def logs(self) -> str:
+        return f"{self.log}:\n{tail(self.log)}"
+
+
+def start_private_postgres() -> PrivatePostgres:
+    """initdb + pg_ctl from /usr/lib/postgresql/*/bin on a free port, in a new temp dir."""
+    import glob
+    import pwd
+    import tempfile
+
+    found = sorted(glob.glob(POSTGRES_BIN_GLOB), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit()
+                   else 0)
+    if not found or not (Path(found[-1]) / "initdb").exists():
+        raise ServerStartError("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: `apt-get install postgresql`")
+    bin_dir = Path(found[-1])
+    run_as = None
+    root = Path(tempfile.mkdtemp(prefix="linli-pg-"))  # under /tmp, not pytest's root-only tmp dirs
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        run_as = "postgres"
+        try:
+            user = pwd.getpwnam(run_as)
+        except KeyError as exc:
+            raise ServerStartError("running as root and no `postgres` user to run PostgreSQL as") from exc
+        for path in (root, data):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    server = PrivatePostgres(bin_dir, data, free_port(), run_as)
+    try:
+        server._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        server.start()
+    except Exception:
+        server.close()
+        raise
+    return server

@@ -5,6 +5,8 @@ SQLite by default, PostgreSQL by URL; the schema is owned by the Alembic migrati
 """
 
 from linli.storage.db import Database, migrate
+from linli.storage.leases import SiteLease
+from linli.storage.maintenance import MaintenanceWindowRow
 from linli.storage.models import (
     Base,
     DeadLetter,
@@ -17,9 +19,10 @@ from linli.storage.models import (
     TicketRow,
     User,
 )
+from linli.storage.notifications import Notification, NotificationStatus
 
 __all__ = [
     "Base", "Database", "DeadLetter", "DeviceCredential", "DeviceEngineState", "DeviceLifecycleEvent", "DeviceState",
-    "ResidentReport",
-    "TicketEventRow", "TicketRow", "User", "migrate",
+    "MaintenanceWindowRow", "Notification", "NotificationStatus", "ResidentReport",
+    "SiteLease", "TicketEventRow", "TicketRow", "User", "migrate",
 ]

@@ -11,7 +11,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from linli.catalog import FAULTS
-from linli.engine.decisions import Decision, FaultCleared, FaultRaised
+from linli.engine.decisions import (
+    ChildAttached,
+    Decision,
+    DeviceCommand,
+    FaultCleared,
+    FaultRaised,
+    MemberChanged,
+    SoakEnded,
+)
 from linli.site import SiteRegistry
 from linli.storage.models import TicketEventRow, TicketRow
 from linli.tickets import (
@@ -110,17 +118,82 @@ class TicketService:
     def apply(self, session: Session, decisions: Sequence[Decision]) -> list[TicketChange]:
         changes: list[TicketChange] = []
         for decision in decisions:
-            raised = isinstance(decision, FaultRaised)
-            change = self._raised(session, decision) if raised else self._cleared(session, decision)  # type: ignore[arg-type]
+            change: TicketChange | None = None
+            if isinstance(decision, FaultRaised):
+                change = self._raised(session, decision)
+                if change is not None and decision.parent is not None:
+                    self._link(session, change, decision)
+            elif isinstance(decision, FaultCleared):
+                change = self._cleared(session, decision)
+            elif isinstance(decision, ChildAttached):
+                change = self._attached(session, decision)
+            elif isinstance(decision, MemberChanged):
+                change = self._member(session, decision)
+            elif isinstance(decision, SoakEnded):
+                change = self._soak_ended(session, decision)
+            elif isinstance(decision, DeviceCommand):
+                continue  # the gateway publishes it; nothing to store on a ticket
             if change is not None:
                 changes.append(change)
         return changes
+
+    def _link(self, session: Session, change: TicketChange, d: FaultRaised) -> None:
+        """A fault raised under a correlated parent (a trapped passenger in a building without power)."""
+        assert d.parent is not None
+        parent = find_active(session, d.site, d.parent[0], d.parent[1])
+        row = session.get(TicketRow, change.ticket_id)
+        if parent is None or row is None or row.parent_id == parent.id:
+            return
+        append_event(session, row, TicketEvent(EventType.ATTACHED, d.at, SYSTEM, f"关联 #{parent.id}",
+                                               {"parent_id": parent.id}))
+
+    def _attached(self, session: Session, d: ChildAttached) -> TicketChange | None:
+        child = find_active(session, d.site, d.child, d.child_fault)
+        parent = find_active(session, d.site, d.parent, d.parent_fault)
+        if child is None or parent is None or child.parent_id == parent.id:
+            return None
+        append_event(session, child, TicketEvent(EventType.ATTACHED, d.at, SYSTEM, f"归入 #{parent.id}",
+                                                 {"parent_id": parent.id}))
+        return TicketChange(child.id, child.site, EventType.ATTACHED, TicketStatus(child.status), d.child_fault)
+
+    def _member(self, session: Session, d: MemberChanged) -> TicketChange | None:
+        parent = find_active(session, d.site, d.parent, d.parent_fault)
+        if parent is None:
+            return None
+        if d.active and d.device_id in (parent.device_ids or []):
+            return None  # a member it was raised with
+        data = {"device_id": d.device_id, "fault": d.fault, "active": d.active}
+        append_event(session, parent, TicketEvent(EventType.MEMBER_CHANGED, d.at, SYSTEM, d.detail or None, data))
+        return TicketChange(parent.id, parent.site, EventType.MEMBER_CHANGED, TicketStatus(parent.status), d.parent_fault)
+
+    def _soak_ended(self, session: Session, d: SoakEnded) -> TicketChange | None:
+        row = session.get(TicketRow, d.ticket_id)
+        if row is None or row.status != TicketStatus.RESOLVED.value:
+            return None  # moved on meanwhile (reopened by a relapse, cancelled): nothing to verify
+        if d.outcome == "verified":
+            append_event(session, row, TicketEvent(EventType.VERIFIED, d.at, SYSTEM, d.detail))
+            append_event(session, row, TicketEvent(EventType.CLOSED, d.at, SYSTEM, "运行验证通过，销号"))
+            return TicketChange(row.id, row.site, EventType.CLOSED, TicketStatus.CLOSED, row.fault)
+        if d.outcome == "relapsed":
+            return self._reopen(session, row, d.at, d.detail)
+        append_event(session, row, TicketEvent(EventType.COMMENTED, d.at, SYSTEM, d.detail))
+        return None
+
+    def _reopen(self, session: Session, row: TicketRow, at: datetime, why: str) -> TicketChange:
+        """Back to its previous assignee (the REOPENED event keeps the assignee), with fresh deadlines."""
+        view = view_of(row)
+        level = self._sites[row.site].service_level(view.severity, view.fault)
+        data = serialise_deadlines(deadlines(at, level))
+        append_event(session, row, TicketEvent(EventType.REOPENED, at, SYSTEM, why, data))
+        return TicketChange(row.id, row.site, EventType.REOPENED, TicketStatus.OPEN, row.fault)
 
     def _raised(self, session: Session, d: FaultRaised) -> TicketChange | None:
         site = self._sites[d.site]
         row = find_active(session, d.site, d.subject, d.fault)
         if row is not None:
             view = view_of(row)
+            if view.status in (TicketStatus.RESOLVED, TicketStatus.VERIFIED):
+                return self._reopen(session, row, d.at, f"修复后复发：{d.detail}")
             if d.severity.rank < view.severity.rank:
                 level = site.service_level(d.severity, d.fault)
                 data = {"severity": d.severity.value, **serialise_deadlines(deadlines(view.opened_at, level))}
@@ -133,9 +206,7 @@ class TicketService:
         level = site.service_level(d.severity, d.fault)
         recent = self._recently_ended(session, d)
         if recent is not None:
-            reopen = serialise_deadlines(deadlines(d.at, level))
-            append_event(session, recent, TicketEvent(EventType.REOPENED, d.at, SYSTEM, f"recurred: {d.detail}", reopen))
-            return TicketChange(recent.id, recent.site, EventType.REOPENED, TicketStatus.OPEN, d.fault)
+            return self._reopen(session, recent, d.at, f"72 小时内复发：{d.detail}")
         spec = FAULTS[d.fault]
         device = site.devices.get(d.subject.id) if d.subject.type == "device" else None
         title = f"{device.name if device else d.subject.id} · {spec.zh}"

@@ -101,19 +101,27 @@ def _field(value: FieldValue) -> str | None:
     return s[:-2] if s.endswith(".0") else s
 
 
+@lru_cache(maxsize=4_096)
+def _field_order(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """A point's field names in key order, each with its escaped `key=`: one lookup per point."""
+    return tuple((k, _field_key(k)) for k in sorted(keys))
+
+
 def to_lines(points: Sequence[Point]) -> list[str]:
     """Line protocol of normalized points, timestamps in ms; points without a field are skipped."""
     lines = []
     for p in points:
+        values = p.fields
         fields = []
-        for k, v in sorted(p.fields.items()):
+        for k, key in _field_order(tuple(values)):
+            v = values[k]
             if type(v) is float and v - v == 0.0:  # the common case, inline (v - v is nan for nan/inf)
                 r = repr(v)
-                fields.append(_field_key(k) + (r[:-2] if r.endswith(".0") else r))
+                fields.append(key + (r[:-2] if r.endswith(".0") else r))
             else:
                 text = _field(v)
                 if text is not None:
-                    fields.append(_field_key(k) + text)
+                    fields.append(key + text)
         if fields:
             series = _series(p.measurement, tuple(sorted(p.tags.items())))
             lines.append(f"{series} {','.join(fields)} {p.ts_ms}")

@@ -166,7 +166,8 @@ def test_simulator_to_ticket_over_http(demo_with_sim: Demo) -> None:
     def offline_ticket() -> list[dict[str, Any]]:
         return demo_with_sim.get("/api/v1/tickets", device_id="EL-2A", fault="offline")["items"]
 
-    tickets = eventually(offline_ticket, "an offline ticket for EL-2A after its connection dropped")
+    # 3 intervals of silence, then the 30 s grouping window in which a building's power loss would take it
+    tickets = eventually(offline_ticket, "an offline ticket for EL-2A after its connection dropped", timeout=60)
     assert [(t["site"], t["teams"], t["status"]) for t in tickets] == [("wanmei", ["elevator_contractor"], "open")]
     device = demo_with_sim.get("/api/v1/devices/EL-2A")
     assert device["online"] is False and device["health"] == "offline" and tickets[0]["id"] in device["open_tickets"]
@@ -197,15 +198,20 @@ class OutsideDevice:
 
 def test_an_outside_device_gets_exactly_one_lamp_failure_ticket(demo_no_sim: Demo) -> None:
     light = OutsideDevice(demo_no_sim.mqtt_port)
-    light.publish({"seq": 1, "relay": True, "dim_pct": 100, "power_w": 39.4, "voltage_v": 229.3})
-    light.publish({"seq": 2, "relay": True, "power_w": 0, "voltage_v": 229.1})
-    light.publish({"seq": 3, "relay": True, "power_w": 0, "voltage_v": 229.0})
+    now_ms = int(time.time() * 1000)
+
+    def ts(seq: int) -> int:  # a controller with a clock, sampling every 30 s (dark for a minute by seq 4)
+        return now_ms - (12 - seq) * 30_000
+
+    light.publish({"ts": ts(1), "seq": 1, "relay": True, "dim_pct": 100, "power_w": 39.4, "voltage_v": 229.3})
+    for seq in (2, 3, 4):
+        light.publish({"ts": ts(seq), "seq": seq, "relay": True, "power_w": 0, "voltage_v": 229.1})
     tickets = eventually(lambda: demo_no_sim.get("/api/v1/tickets", device_id="SL-07", fault="lamp_failure")["items"],
                          "a lamp_failure ticket for SL-07")
     assert [(t["device_id"], t["teams"], t["status"], t["severity"]) for t in tickets] == [
         ("SL-07", ["property"], "open", "P2")]
-    for seq in range(4, 12):
-        light.publish({"seq": seq, "relay": True, "power_w": 0.25 if seq == 11 else 0, "voltage_v": 229.0})
+    for seq in range(5, 12):
+        light.publish({"ts": ts(seq), "seq": seq, "relay": True, "power_w": 0.25 if seq == 11 else 0, "voltage_v": 229.0})
     eventually(lambda: demo_no_sim.get("/api/v1/devices/SL-07")["last"].get("power_w") == 0.25,
                "the later messages being processed")
     assert demo_no_sim.get("/api/v1/tickets", device_id="SL-07", fault="lamp_failure")["total"] == 1

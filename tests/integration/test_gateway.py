@@ -94,16 +94,20 @@ def test_lamp_failure_gives_exactly_one_ticket_routed_to_the_property_crew(gatew
     light = Device(mosquitto, "wanmei", "streetlight", "SL-07")
     clock = gateway.clock
     assert isinstance(clock, ManualClock)
-    light.send("telemetry", {"seq": 1, "relay": True, "dim_pct": 100, "power_w": 39.6, "voltage_v": 229.1})
-    light.send("telemetry", {"seq": 2, "relay": True, "power_w": 0, "voltage_v": 229.0})
-    light.send("telemetry", {"seq": 3, "relay": True, "power_w": 0, "voltage_v": 228.7})
-    settle(gateway, 3)
+
+    def at(seq: int) -> int:  # samples 30 s apart, the last ones just before the gateway's now
+        return to_ms(NIGHT - timedelta(seconds=30 * (12 - seq)))
+
+    light.send("telemetry", {"ts": at(1), "seq": 1, "relay": True, "dim_pct": 100, "power_w": 39.6, "voltage_v": 229.1})
+    for seq in (2, 3, 4):  # dark for a minute, in 3 samples
+        light.send("telemetry", {"ts": at(seq), "seq": seq, "relay": True, "power_w": 0, "voltage_v": 229.0})
+    settle(gateway, 4)
     found = tickets(gateway, fault="lamp_failure")
     assert [(t.site, t.device_id, t.teams, t.status, t.severity) for t in found] == [
         ("wanmei", "SL-07", ["property"], "open", "P2")]
-    for seq in range(4, 10):
-        light.send("telemetry", {"seq": seq, "relay": True, "power_w": 0, "voltage_v": 228.7})
-    light.send("telemetry", {"seq": 9, "relay": True, "power_w": 0, "voltage_v": 228.7})  # a QoS 1 duplicate
+    for seq in range(5, 10):
+        light.send("telemetry", {"ts": at(seq), "seq": seq, "relay": True, "power_w": 0, "voltage_v": 228.7})
+    light.send("telemetry", {"ts": at(9), "seq": 9, "relay": True, "power_w": 0, "voltage_v": 228.7})  # a QoS 1 duplicate
     settle(gateway, 10)
     assert len(tickets(gateway, fault="lamp_failure")) == 1
     assert gateway.pipeline.counters.duplicates == 1
@@ -148,7 +152,12 @@ def test_a_silent_light_goes_offline_after_three_intervals_not_before(gateway: G
     clock.set(heard_at + timedelta(seconds=89))
     assert gateway.wait_until(lambda: ticked_at(heard_at + timedelta(seconds=89)), WAIT_S)
     assert tickets(gateway, fault="offline") == []
-    clock.set(heard_at + timedelta(seconds=90))
+    clock.set(heard_at + timedelta(seconds=90))  # silent for 3 intervals: held for the 30 s grouping window
+    assert gateway.wait_until(lambda: ticked_at(heard_at + timedelta(seconds=90)), WAIT_S)
+    clock.set(heard_at + timedelta(seconds=119))
+    assert gateway.wait_until(lambda: ticked_at(heard_at + timedelta(seconds=119)), WAIT_S)
+    assert tickets(gateway, fault="offline") == []
+    clock.set(heard_at + timedelta(seconds=120))
     assert gateway.wait_until(lambda: bool(tickets(gateway, fault="offline")), WAIT_S)
     found = tickets(gateway, fault="offline")
     assert [(t.site, t.device_id, t.severity) for t in found] == [("wanmei", "SL-07", "P2")]

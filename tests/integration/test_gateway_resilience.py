@@ -222,7 +222,7 @@ def test_a_gateway_killed_holding_thousands_of_messages_loses_none_and_duplicate
         for seq in range(per_light):
             for device in LIGHTS:
                 # SL-01's lamp is dark throughout: one lamp_failure ticket, before and after the kill
-                publisher.telemetry(device, seq, now_ms - 120_000 + seq * 10, 0.0 if device == "SL-01" else 40.0)
+                publisher.telemetry(device, seq, now_ms - 200_000 + seq * 200, 0.0 if device == "SL-01" else 40.0)
         publisher.close()
         _wait_metric(port, "linli_gateway_messages_processed_total", 5000, gateway)
         gateway.send_signal(signal.SIGKILL)
@@ -231,7 +231,7 @@ def test_a_gateway_killed_holding_thousands_of_messages_loses_none_and_duplicate
         own_influxd.start()
         gateway = run_gateway()  # gets what the broker still holds unacknowledged, flushes its buffer
         deadline = time.monotonic() + 90
-        store_since, store_until = datetime.fromtimestamp((now_ms - 200_000) / 1000, UTC), datetime.now(UTC)
+        store_since, store_until = datetime.fromtimestamp((now_ms - 300_000) / 1000, UTC), datetime.now(UTC)
         while True:
             found = {d: seqs_in_store(store_url, d, store_since, store_until) for d in LIGHTS}
             if all(len(v) == per_light for v in found.values()) or time.monotonic() > deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +45,19 @@ def test_a_following_gateway_stamps_and_tickets_on_the_simulators_clock(
     try:
         assert gw.wait_until(lambda: gw.clock.now() == EVENING, WAIT_S), gw.clock.now()
         topic = "estate/v1/wanmei/streetlight/SL-07/telemetry"
-        for seq, power in enumerate((39.0, 0.0, 0.0)):  # no ts: the gateway stamps them with its clock
+        for seq, power in enumerate((39.0, 0.0, 0.0, 0.0)):  # no ts: the gateway stamps them with its clock
+            at = EVENING + timedelta(seconds=30 * seq)  # the simulator drives its clock 30 s per sample
+            driven = ClockAnnouncement(start_wall_ms=0, start_sim_ms=to_ms(EVENING), speed=None, sim_ms=to_ms(at))
+            publisher.publish(CLOCK_TOPIC, driven.to_json(), qos=1, retain=True).wait_for_publish(WAIT_S)
+            assert gw.wait_until(lambda at=at: gw.clock.now() == at, WAIT_S), gw.clock.now()  # type: ignore[misc]
             body = {"seq": seq, "relay": True, "power_w": power, "voltage_v": 229.0}
             publisher.publish(topic, json.dumps(body), qos=1).wait_for_publish(WAIT_S)
-        assert gw.wait_until(lambda: gw.messages_done >= 3, WAIT_S)
+            assert gw.wait_until(lambda seq=seq: gw.messages_done >= seq + 1, WAIT_S)  # type: ignore[misc]
+        last = EVENING + timedelta(seconds=90)
         with gw.database.session() as session:
             ticket = session.scalars(select(TicketRow).where(TicketRow.fault == "lamp_failure")).one()
-        assert ticket.opened_at == EVENING  # simulated evening, not the wall clock of the test run
+        assert ticket.opened_at == last  # simulated evening, not the wall clock of the test run
         live = gw.engine.live("wanmei", "SL-07")
-        assert live is not None and live.last_ts_ms == to_ms(EVENING)
+        assert live is not None and live.last_ts_ms == to_ms(last)
     finally:
         gw.stop()

@@ -34,9 +34,9 @@ TABLES_0001 = {"users", "tickets", "ticket_events", "dead_letters", "device_stat
 HEAD = "0006"  # the latest revision
 TABLES_0002 = {"device_credentials", "device_lifecycle_events", "resident_reports"}
 TABLES_0003 = {"device_engine_states"}
-TABLES_0004: set[str] = set()  # site leases (standby gateways)
-TABLES_0005: set[str] = set()  # notifications
-TABLES_0006: set[str] = set()  # fault engine: maintenance windows, escalations
+TABLES_0004: set[str] = {"site_leases"}  # site leases (standby gateways)
+TABLES_0005 = {"notifications"}
+TABLES_0006: set[str] = {"maintenance_windows"}  # fault engine: maintenance windows
 TABLES_LATER = TABLES_0002 | TABLES_0003 | TABLES_0004 | TABLES_0005 | TABLES_0006
 
 

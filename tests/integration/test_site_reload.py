@@ -21,6 +21,7 @@ from api import create_app
 from api.security import create_access_token
 from gateway.runtime import Gateway
 from linli.clock import ManualClock
+from linli.detectors.streetlight import StreetlightDetectors
 from linli.settings import Settings
 from linli.site import builtin_site_path
 from linli.storage import DeadLetter, DeviceState
@@ -119,7 +120,7 @@ def test_a_device_added_to_the_file_is_served_after_the_reload(gateway: Gateway,
     edit(site_file, add_sl44())
     assert gateway.wait_until(lambda: has_device(gateway, "SL-44"), WAIT_S), gateway.site_source.last_error
     live = gateway.engine.live("wanmei", "SL-44")
-    assert live is not None and live.lamp is not None and live.lamp.rated_power_w == 60
+    assert live is not None and isinstance(live.detectors, StreetlightDetectors) and live.detectors.rated_w == 60
     light.send(58.5)
     settle(gateway, 2)
     found = state(gateway, "SL-44")

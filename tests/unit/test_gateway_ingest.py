@@ -139,9 +139,10 @@ def test_points_buffered_while_the_store_is_down_are_flushed_in_order(tmp_path: 
 def test_engine_state_survives_a_restart(database: Database) -> None:
     engine = Engine(SITES, NOW)
     pipeline = Pipeline(sites=SITES, engine=engine, database=database, store=FakeStore())
-    pipeline.process([light(1), light(2, power=0.0), light(3, power=0.0, at=NOW + timedelta(seconds=1))], NOW)
+    pipeline.process([light(1), light(2, power=0.0, at=NOW + timedelta(seconds=30)),
+                      light(3, power=0.0, at=NOW + timedelta(seconds=100))], NOW + timedelta(seconds=100))
     live = engine.live("wanmei", "SL-07")
-    assert live is not None and live.lamp is not None and live.lamp.active
+    assert live is not None and live.active == {"lamp_failure"}
     with database.session() as session:
         row = session.get(DeviceState, ("wanmei", "SL-07"))
         snapshot = session.get(DeviceEngineState, ("wanmei", "SL-07"))
@@ -151,7 +152,9 @@ def test_engine_state_survives_a_restart(database: Database) -> None:
         assert restored is not None
         restored.restore(online=row.online, last_seen=row.last_seen, status=row.status, last=row.last,
                          last_seq=row.last_seq, boot=row.boot, snapshot=snapshot.state)
-    assert restored.lamp is not None and restored.lamp.active and restored.seqs == live.seqs
+    assert restored.active == {"lamp_failure"} and restored.seqs == live.seqs
+    assert restored.detectors is not None and live.detectors is not None
+    assert restored.detectors.snapshot() == live.detectors.snapshot()
     assert again.is_duplicate(pipeline_message(3)) and not again.is_duplicate(pipeline_message(4))
     assert again.observe(pipeline_message(4, power=0.0), NOW + timedelta(minutes=5)) == []  # no second raise
 

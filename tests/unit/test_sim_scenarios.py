@@ -32,8 +32,9 @@ def test_the_built_in_scenarios_load_and_expand_against_the_site() -> None:
 
 def test_a_scenario_starts_at_its_local_time() -> None:
     demo = load_scenario("demo")
-    start = demo.start_at(datetime(2026, 11, 26, 4, 0, tzinfo=UTC), "Asia/Shanghai")
-    assert start == datetime(2026, 11, 26, 19, 30, tzinfo=TZ)
+    start = demo.start_at(datetime(2026, 11, 26, 4, 0, tzinfo=UTC), "Asia/Shanghai")  # noon in Fujian
+    assert start == datetime(2026, 11, 25, 19, 30, tzinfo=TZ)  # the latest evening, never a future one
+    assert demo.start_at(datetime(2026, 11, 26, 12, 0, tzinfo=UTC), "Asia/Shanghai") == datetime(2026, 11, 26, 19, 30, tzinfo=TZ)
     first = min(demo.injections(start, [SITE]), key=lambda i: i.at)
     assert first.at - start < timedelta(minutes=1)
     assert {i.fault for i in demo.injections(start, [SITE]) if i.at - start <= timedelta(minutes=1)} == {

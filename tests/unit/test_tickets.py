@@ -31,6 +31,10 @@ def ev(kind: EventType, minutes: float, actor: str = "wang", **data: object) -> 
     return TicketEvent(kind, T0 + timedelta(minutes=minutes), actor, None, data)
 
 
+def held(minutes: float, reason: str) -> TicketEvent:
+    return TicketEvent(EventType.HELD, T0 + timedelta(minutes=minutes), "wang", reason)  # a hold needs its reason
+
+
 def test_each_team_acknowledges_for_itself_and_the_lead_team_moves_the_status() -> None:
     view = apply(None, opened())
     view = apply(view, ev(EventType.ACKNOWLEDGED, 1, "li", team="property"))
@@ -46,7 +50,7 @@ def test_each_team_acknowledges_for_itself_and_the_lead_team_moves_the_status() 
 def test_the_whole_life_of_a_ticket_and_the_hold_pausing_the_fix_clock() -> None:
     history = [
         opened(), ev(EventType.ACKNOWLEDGED, 1, team="elevator_contractor"), ev(EventType.STARTED, 10),
-        ev(EventType.HELD, 20), ev(EventType.RESUMED, 80), ev(EventType.RESOLVED, 90),
+        held(20, "waiting for a spare part"), ev(EventType.RESUMED, 80), ev(EventType.RESOLVED, 90),
         ev(EventType.VERIFIED, 200, "system"), ev(EventType.CLOSED, 200, "system"),
     ]
     view = fold(history)

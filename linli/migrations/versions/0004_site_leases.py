@@ -7,9 +7,8 @@ Create Date: 2026-11-26
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
-
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = '0004'
 down_revision: str | None = '0003'
@@ -18,8 +17,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass  # placeholder: filled in by the work that owns this revision
+    op.create_table('site_leases',
+    sa.Column('site', sa.String(length=32), nullable=False),
+    sa.Column('holder', sa.String(length=128), nullable=False),
+    sa.Column('epoch', sa.Integer(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('renewed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('acquired_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('site')
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table('site_leases')
