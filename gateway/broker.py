@@ -156,8 +156,7 @@ class BrokerLink:
         _grow_pipe(child.stdin.fileno())
         _grow_pipe(child.stdout.fileno())
         self._child = child
-        self._send(("config", {**self._config, "topics": self._topics, "first_link": self._link,
-                               "log_level": logging.getLogger("linli").getEffectiveLevel()}))
+        self._send(("config", {**self._config, "topics": self._topics, "first_link": self._link}))
         frames = _Frames(child.stdout.fileno())
         pending: list[Any] = []
         deadline = time.monotonic() + _START_TIMEOUT_S
@@ -370,6 +369,13 @@ def _receiver_main() -> int:
         return 1
     receiver.send(("started",))
     receiver.client.loop_start()
+    try:
+        return _serve(receiver, commands, in_fd)
+    except OSError:  # the pipe broke: the gateway is gone; leave at once, acknowledging nothing more
+        os._exit(0)
+
+
+def _serve(receiver: _Receiver, commands: _Frames, in_fd: int) -> int:
     while True:
         ready, _, _ = select.select([in_fd], [], [], _FLUSH_S)
         receiver.flush()

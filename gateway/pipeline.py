@@ -36,7 +36,7 @@ Publish = Callable[[str, bytes], None]
 _LOG_EVERY_S = 60
 RATE_LIMIT_PER_S = 20  # live messages per device per second (device contract)
 SAMPLE_EXCESS_EVERY = 10  # of a throttled device's excess QoS 0 telemetry, keep one in this many
-STATE_SAVE_EVERY_S = 2.0  # under load, live state rows are saved at most this often (see _commit)
+STATE_SAVE_EVERY_S = 5.0  # under load, live state rows are saved at most this often (see _commit)
 REPLAY_AFTER_MS = 60_000  # a device-stamped ts older than this on arrival: the device replays its buffer
 STORE_REJECTED = "store_rejected"  # dead-letter reason of a point the time-series store refused
 

@@ -245,7 +245,9 @@ class Gateway:
                 changes = []
                 # Under load (a full-ish batch, or more waiting) live state rows are saved every
                 # STATE_SAVE_EVERY_S, not with every batch (the argument: Pipeline._commit).
-                busy = len(batch) >= _BUSY_BATCH or not self._inbox.empty()
+                # While the database is failing, every batch writes its state: none is acknowledged
+                # until a commit succeeds again (the lazy save would ack batches it never stored).
+                busy = (len(batch) >= _BUSY_BATCH or not self._inbox.empty()) and self._db_backoff_s == 0.0
                 if batch:
                     changes += self.pipeline.process(batch, now, backlog=busy)
                 # The timers' pass costs per device served: it runs at most every ten times its own
