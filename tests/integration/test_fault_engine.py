@@ -165,16 +165,22 @@ def resolve(rig: Rig, ticket_id: int, technician: str) -> None:
     rig.pipeline.tick_with(rig.engine.sync_resolutions([resolution], rig.clock.now()), rig.clock.now())
 
 
-def test_repair_soak_verify_close(database: Database, tmp_path: Path) -> None:
-    rig = Rig(database, tmp_path)
-    light = lights("C1")[1]
+def repaired_lamp(rig: Rig, light: str, technician: str) -> TicketRow:
+    """A lamp fails, gets its ticket, is repaired (lit again) and the technician resolves it."""
     rig.run(60, every_s=30)
     rig.overrides[light] = {"power_w": 0.2}
     rig.run(120, every_s=30)
     (ticket,) = rig.tickets()
     rig.overrides.pop(light)
     rig.run(60, every_s=30)
-    resolve(rig, ticket.id, "wang")
+    resolve(rig, ticket.id, technician)
+    return ticket
+
+
+def test_repair_soak_verify_close(database: Database, tmp_path: Path) -> None:
+    rig = Rig(database, tmp_path)
+    light = lights("C1")[1]
+    ticket = repaired_lamp(rig, light, "wang")
     # The rest of this night is not the soak: the next full night is (it ends about 35 h from now).
     rig.run(36 * 3600, every_s=60, tick_s=60, devices=[light])
     view = rig.view(ticket.id)
@@ -189,13 +195,7 @@ def test_repair_soak_verify_close(database: Database, tmp_path: Path) -> None:
 def test_relapse_during_the_soak_reopens_to_the_same_technician(database: Database, tmp_path: Path) -> None:
     rig = Rig(database, tmp_path)
     light = lights("C1")[1]
-    rig.run(60, every_s=30)
-    rig.overrides[light] = {"power_w": 0.2}
-    rig.run(120, every_s=30)
-    (ticket,) = rig.tickets()
-    rig.overrides.pop(light)
-    rig.run(60, every_s=30)
-    resolve(rig, ticket.id, "wang")
+    ticket = repaired_lamp(rig, light, "wang")
     rig.run(22 * 3600, every_s=60, tick_s=60, devices=[light])  # into the next night's soak
     assert rig.view(ticket.id).status is TicketStatus.RESOLVED
     rig.overrides[light] = {"power_w": 0.2}
