@@ -18,6 +18,12 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.routes import auth, devices, health, operator, public, tickets
+from api.routes import commands as command_routes
+from api.routes import maintenance as maintenance_routes
+from api.routes import reports as report_routes
+from api.routes import teams as team_routes
+from api.routes import uploads as upload_routes
+from api.routes import users as user_routes
 from linli import __version__
 from linli.clock import Clock, SystemClock
 from linli.settings import Settings
@@ -177,6 +183,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (auth, devices, tickets, public, operator):
         v1.include_router(module.router)
+    v1.include_router(maintenance_routes.router)
+    for workflow in (user_routes, team_routes, command_routes):  # accounts, teams on duty, device commands
+        v1.include_router(workflow.router)
+    v1.include_router(report_routes.router)  # the monthly report for the three-party meeting
+    v1.include_router(upload_routes.router)  # residents' reports and their photos, for staff
     app.include_router(v1)
 
     @app.get("/", include_in_schema=False)

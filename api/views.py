@@ -19,9 +19,12 @@ from sqlalchemy.orm import Session
 from api import schemas
 from linli.catalog import FAULTS
 from linli.contract import TELEMETRY_MODELS
+from linli.engine.engine import MaintenanceWindow
 from linli.ops.lifecycle import LAMP_REPLACED, energy_baseline_start, lamp_age_hours
 from linli.site import Device, Site
+from linli.storage.maintenance import current_windows
 from linli.storage.models import DeviceLifecycleEvent, DeviceState, TicketRow
+from linli.storage.resident_reports import CATEGORIES
 from linli.tickets import TicketStatus
 
 # Detectors that need one optional telemetry field: when the device's latest telemetry lacks it,
@@ -46,7 +49,7 @@ def telemetry_fields(kind: str) -> list[str]:
 
 
 def fault_name(code: str) -> schemas.FaultName:
-    spec = FAULTS.get(code)
+    spec = FAULTS.get(code) or CATEGORIES.get(code)  # a catalog fault, or a resident's report category
     return schemas.FaultName(zh=spec.zh, en=spec.en) if spec else schemas.FaultName(zh=code, en=code)
 
 
@@ -63,12 +66,17 @@ class LiveView:
     active_rows: list[TicketRow] = field(default_factory=list)
     # (site, device id) -> its lifecycle events, oldest first
     lifecycle: dict[tuple[str, str], list[DeviceLifecycleEvent]] = field(default_factory=lambda: defaultdict(list))
+    # planned maintenance covering `now` (loaded only when `now` is given)
+    windows: list[MaintenanceWindow] = field(default_factory=list)
+    now: datetime | None = None
 
     @classmethod
-    def load(cls, session: Session, site_ids: Sequence[str]) -> LiveView:
-        view = cls()
+    def load(cls, session: Session, site_ids: Sequence[str], now: datetime | None = None) -> LiveView:
+        view = cls(now=now)
         if not site_ids:
             return view
+        if now is not None:
+            view.windows = [w for w in current_windows(session, list(site_ids), now) if w.starts <= now]
         for state in session.scalars(select(DeviceState).where(DeviceState.site.in_(site_ids))):
             view.states[(state.site, state.device_id)] = state
         rows = session.scalars(
@@ -81,6 +89,9 @@ class LiveView:
         for event in lifecycle_events(session, site_ids):  # one query for every device of the sites
             view.lifecycle[(event.site, event.device_id)].append(event)
         return view
+
+    def under_maintenance(self, site: Site, device: Device) -> bool:
+        return self.now is not None and any(w.covers(site, device, self.now) for w in self.windows)
 
     def ticket_statuses(self, site: str, device_id: str) -> list[TicketStatus]:
         return [status for _, status in self.tickets.get((site, device_id), ())]
@@ -181,7 +192,9 @@ def _device_fields(site: Site, device: Device, live: LiveView) -> dict[str, Any]
         name=device.name,
         location=location_of(site, device),
         online=is_online(state),
-        health=health_of(device, state, live.ticket_statuses(site.id, device.id)),
+        # planned work explains silence and faults alike (its P0 tickets still show in open_tickets)
+        health="maintenance" if live.under_maintenance(site, device) else health_of(
+            device, state, live.ticket_statuses(site.id, device.id)),
         last_seen=state.last_seen if state is not None else None,
         last=last,
         open_tickets=[ticket_id for ticket_id, _ in live.tickets.get((site.id, device.id), ())],

@@ -13,10 +13,12 @@ published by 4 paho publishers; then each consumer drains its queue, one after t
 2. a bare paho-mqtt loop that only counts (auto-ack);
 3. the gateway end to end, as its own process (``python -m linli.cli gateway``): received, validated,
    state updated, detectors run, points written to a real InfluxDB 1.x, acknowledged after commit.
-   Its CPU (one core = 100 %) and peak RSS are sampled with psutil.
+   Its CPU (one core = 100 %) and peak RSS are sampled with psutil, and the CPU of its receiving
+   process (gateway/broker.py), of mosquitto and of influxd over the same drain.
 
 Then an Engine over a synthetic 100,000-device site set, each device with one telemetry observed:
-RSS growth and tracemalloc peak. ``--profile`` adds a cProfile of the pipeline in-process.
+RSS growth (a pass without tracemalloc) and the traced Python heap (a second pass). ``--profile`` adds
+a cProfile of the pipeline in-process.
 """
 
 from __future__ import annotations
@@ -155,10 +157,22 @@ def metric(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def drain_gateway(env: dict[str, str], port: int, n: int, log: Path) -> dict[str, float]:
+def _cpu_s(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def drain_gateway(env: dict[str, str], port: int, n: int, log: Path, others: dict[str, int]) -> dict[str, float]:
+    """`others`: name -> pid of servers whose CPU over the drain is reported too (mosquitto, influxd)."""
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "linli.cli", "gateway"], env=env, stdout=out, stderr=out)
     ps = psutil.Process(proc.pid)
+    servers_ps = {name: psutil.Process(pid) for name, pid in others.items()}
+    receivers: list[psutil.Process] = []  # the gateway's receiving processes (gateway/broker.py)
+    extra0: dict[str, float] = {}
     peak_rss, cpu0 = 0, None
     started = time.perf_counter()
     progress, progress_at = -1.0, time.monotonic()
@@ -172,10 +186,15 @@ def drain_gateway(env: dict[str, str], port: int, n: int, log: Path) -> dict[str
                 raise RuntimeError(f"the gateway acknowledged nothing for 60 s ({acked:.0f} of {n}); see {log}")
             if cpu0 is None and metric(port, "linli_gateway_broker_connected") == 1:
                 cpu0, started = ps.cpu_times(), time.perf_counter()
+                receivers = ps.children()
+                extra0 = {name: _cpu_s(p) for name, p in servers_ps.items()}
+                extra0["receiver"] = sum(_cpu_s(p) for p in receivers)
             peak_rss = max(peak_rss, ps.memory_info().rss)
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
         cpu1 = ps.cpu_times()
+        extra1 = {name: _cpu_s(p) for name, p in servers_ps.items()}
+        extra1["receiver"] = sum(_cpu_s(p) for p in receivers)
         assert cpu0 is not None
         buffered = metric(port, "linli_gateway_points_buffered_total")
         written = metric(port, "linli_gateway_points_written_total")
@@ -184,7 +203,8 @@ def drain_gateway(env: dict[str, str], port: int, n: int, log: Path) -> dict[str
         proc.wait(30)
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
     return {"rate": n / elapsed, "cpu_pct": 100 * cpu, "peak_rss_mb": peak_rss / 2**20, "points_written": written,
-            "points_buffered": buffered, "seconds": elapsed}
+            "points_buffered": buffered, "seconds": elapsed,
+            **{f"cpu_pct_{name}": 100 * (extra1[name] - extra0.get(name, 0.0)) / elapsed for name in extra1}}
 
 
 def live_state_memory(devices: int, folder: Path) -> dict[str, float]:
@@ -198,24 +218,34 @@ def live_state_memory(devices: int, folder: Path) -> dict[str, float]:
              for i in range((devices + per_site - 1) // per_site)]
     registry = SiteRegistry.load(files)
     now = datetime.now(UTC)
+
+    def fill() -> Engine:
+        engine = Engine(registry, now)
+        for site in registry:
+            for device in site.devices.values():
+                body = {"ts": to_ms(now), "seq": 1, "relay": True, "dim_pct": 100, "power_w": 58.9, "voltage_v": 229.4,
+                        "current_a": 0.27, "pf": 0.95, "energy_kwh": 1234.56, "lux": 2.1, "driver_temp_c": 41.5}
+                message = parse(f"estate/v1/{site.id}/streetlight/{device.id}/telemetry", json.dumps(body).encode(),
+                                received_ms=to_ms(now), device_kind=lambda s, d: "streetlight", known_site=lambda s: True)
+                assert isinstance(message, Message)
+                engine.observe(message, now)
+        return engine
+
+    # Two passes: tracemalloc's own bookkeeping (~100 bytes per live allocation) would inflate the RSS
+    # figure, so RSS is measured on a pass without it, the Python heap on a second pass.
     gc.collect()
     rss0 = psutil.Process().memory_info().rss
-    tracemalloc.start()
-    engine = Engine(registry, now)
-    for site in registry:
-        for device in site.devices.values():
-            body = {"ts": to_ms(now), "seq": 1, "relay": True, "dim_pct": 100, "power_w": 58.9, "voltage_v": 229.4,
-                    "current_a": 0.27, "pf": 0.95, "energy_kwh": 1234.56, "lux": 2.1, "driver_temp_c": 41.5}
-            message = parse(f"estate/v1/{site.id}/streetlight/{device.id}/telemetry", json.dumps(body).encode(),
-                            received_ms=to_ms(now), device_kind=lambda s, d: "streetlight", known_site=lambda s: True)
-            assert isinstance(message, Message)
-            engine.observe(message, now)
-    _, peak = tracemalloc.get_traced_memory()
-    current = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
+    engine = fill()
     gc.collect()
     rss1 = psutil.Process().memory_info().rss
     count = sum(1 for _ in engine.devices())
+    del engine
+    gc.collect()
+    tracemalloc.start()
+    engine = fill()
+    current, peak = tracemalloc.get_traced_memory()  # while the engine is alive
+    tracemalloc.stop()
+    assert sum(1 for _ in engine.devices()) == count
     return {"devices": count, "tracemalloc_mb": current / 2**20, "tracemalloc_peak_mb": peak / 2**20,
             "rss_growth_mb": (rss1 - rss0) / 2**20}
 
@@ -286,7 +316,9 @@ def main() -> int:
             results["publish_rate"] = publish("127.0.0.1", port, payloads)
             results["mosquitto_sub"] = drain_mosquitto_sub("127.0.0.1", port, "bench-sub", n)
             results["paho_loop"] = drain_paho("127.0.0.1", port, "bench-paho", n)
-            results["gateway"] = drain_gateway(env, gw_port, n, folder / "gateway.log")
+            influxd = getattr(getattr(influx, "_backend", None), "_proc", None)  # a native influxd: its CPU too
+            others = {"mosquitto": broker.pid, **({"influxd": influxd.pid} if influxd is not None else {})}
+            results["gateway"] = drain_gateway(env, gw_port, n, folder / "gateway.log", others)
             if args.profile:
                 results["profile"] = profile_pipeline(influx.store_url("profile"), folder, payloads[:50_000], sites)
         finally:
@@ -310,6 +342,8 @@ def main() -> int:
           f"{results['gateway_vs_paho']:>9.2f}")
     print(f"gateway: CPU {gw['cpu_pct']:.0f} % of a core, peak RSS {gw['peak_rss_mb']:.0f} MiB, "
           f"points written {gw['points_written']:,.0f}, buffered {gw['points_buffered']:,.0f}")
+    print("CPU over the gateway's drain (% of one core; 2 cores = 200 %): " + ", ".join(
+        f"{name.removeprefix('cpu_pct_')} {value:.0f} %" for name, value in gw.items() if name.startswith("cpu_pct_")))
     live = results["live_state"]
     print(f"live state of {live['devices']:,} devices: tracemalloc {live['tracemalloc_mb']:.0f} MiB "
           f"(peak {live['tracemalloc_peak_mb']:.0f}), RSS growth {live['rss_growth_mb']:.0f} MiB")

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from firmware_sim.faults import INJECT_GRAMMAR, InjectionError, parse_delay, parse_injection
+from firmware_sim.faults import INJECT_GRAMMAR, Fault, Injection, InjectionError, parse_delay, parse_injection
 from firmware_sim.fleet import county, fleet_models, parse_fleet
 from firmware_sim.runtime import BrokerConfig, ModelFactory, Simulator, SimulatorError
 from firmware_sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
@@ -170,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop once this much simulated time has passed, e.g. 12h (with --speed 60 or max)",
     )
     parser.add_argument(
+        "--baseline-days", metavar="N", type=_count, default=0,
+        help="with --scenario: start N days earlier with only the scenario's energy_anomaly lights reporting (the "
+        "other devices silent, as if not installed yet), so the lights have the nightly baseline energy_anomaly "
+        "needs (14 nights) when the scenario begins; not in the ground truth",
+    )
+    parser.add_argument(
+        "--wait-for", metavar="CLIENT_ID", action="append", default=[],
+        help="with --speed max: a follower of the clock (a gateway's LINLI_MQTT_CLIENT_ID, following with "
+        "LINLI_FOLLOW_SIM_CLOCK) the simulated time waits for, never more than --lead ahead of it; repeatable",
+    )
+    parser.add_argument(
+        "--lead", metavar="SECONDS", type=_seconds, default=30.0,
+        help="with --wait-for: how far simulated time may run ahead of the slowest follower (default %(default)g s)",
+    )
+    parser.add_argument(
         "--fleet", metavar="SxCxK", type=_fleet, default=None,
         help="simulate a synthetic county instead of site files: S sites x C concentrators x K streetlights, "
         "e.g. 20x10x500 (100,000 lights over 200 concentrator connections)",
@@ -215,6 +230,19 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _baseline_silence(sites: Sequence[Site], injections: Sequence[Injection], first: datetime, length: timedelta,
+                      selected: Sequence[str] | None) -> list[Injection]:
+    """During the baseline days every device but the energy_anomaly targets is silent (not recorded)."""
+    targets = {(i.site, i.device_id) for i in injections if i.fault is Fault.ENERGY_ANOMALY}
+    wanted = set(selected) if selected else None
+    return [
+        Injection(device.id, Fault.OFFLINE, first, length, site=site.id if len(sites) > 1 else None, recorded=False)
+        for site in sites for device in site.spec.devices
+        if not device.retired and (site.id, device.id) not in targets and (None, device.id) not in targets
+        and (wanted is None or device.id in wanted or f"{site.id}:{device.id}" in wanted)
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -249,13 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # At full speed a scenario ends with its last minute; in real or scaled time the devices
         # keep running after the last fault until stopped (a demo, a trial).
         sim_duration = scenario.duration.total_seconds()
+    if args.wait_for and args.speed is not None:
+        return _fail("--wait-for needs --speed max (a clock the simulator drives)")
+    if args.baseline_days and scenario is None:
+        return _fail("--baseline-days needs --scenario")
+    baseline = timedelta(days=args.baseline_days)
+    first = start - baseline  # the clock starts here; the scenario (and the ground truth) at `start`
     clock: Clock
     if args.speed is None:
-        clock = ManualClock(start)
-    elif args.speed == 1.0 and start == now:
+        clock = ManualClock(first)
+    elif args.speed == 1.0 and first == now:
         clock = SystemClock()
     else:
-        clock = ScaledClock(start, args.speed)
+        clock = ScaledClock(first, args.speed)
     try:
         broker = BrokerConfig.from_url(
             args.broker, os.environ.get("LINLI_MQTT_USERNAME") or None, os.environ.get("LINLI_MQTT_PASSWORD") or None
@@ -264,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         injections = [parse_injection(spec, start=start) for spec in args.inject]
         if scenario is not None:
             injections.extend(scenario.injections(start, sites))
+            if baseline:
+                injections.extend(_baseline_silence(sites, injections, first, baseline, args.device))
         truth = None
         if args.truth is not None:
             truth = GroundTruthWriter(
@@ -276,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drive_clock=args.speed is None, clockless=args.clockless, buffer_limit=args.buffer, model_factory=factory,
             announce_clock=not isinstance(clock, SystemClock), truth=truth,
             run_until=start + timedelta(seconds=sim_duration) if sim_duration is not None and args.speed is None else None,
+            wait_for=args.wait_for, lead_s=args.lead, staging_until=start if baseline else None,
         )
     except (SimulatorError, InjectionError, ScenarioError, TruthError) as exc:
         return _fail(str(exc))

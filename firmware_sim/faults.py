@@ -206,6 +206,7 @@ class Injection:
     hard: bool = False  # offline only: drop the connection so the broker fires the last will
     site: str | None = None  # needed only when several simulated sites share the device id
     group: str | None = None  # "circuit:C2", "building:B1", "concentrator:CON-1" when the target was a group
+    recorded: bool = True  # False: staging (a baseline's silent devices), not in the ground truth
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:

@@ -70,7 +70,7 @@ from firmware_sim.faults import Fault, FaultSchedule, Injection, Transition, exp
 from firmware_sim.models import Sky, StreetlightModel, model_for
 from firmware_sim.simclock import CLOCK_TOPIC, ClockAnnouncement
 from firmware_sim.truth import GroundTruthWriter
-from linli.clock import Clock, ManualClock, SystemClock, to_ms
+from linli.clock import CLOCK_REACHED_TOPIC, Clock, ManualClock, SystemClock, from_ms, to_ms
 from linli.contract import Channel, Command, CommandAck, Status, topic_for
 from linli.site import Concentrator, Device, Site
 
@@ -333,6 +333,10 @@ class Simulator:
         max_unacked: int = 20_000,
         truth: GroundTruthWriter | None = None,
         run_until: datetime | None = None,
+        wait_for: Sequence[str] = (),
+        lead_s: float = 30.0,
+        staging_until: datetime | None = None,
+        staging_lead_s: float = 3600.0,
     ) -> None:
         """
         ``devices``: device ids (or ``site:device``) to simulate, default all. ``interval_s``
@@ -345,8 +349,10 @@ class Simulator:
         most 50,000). ``backoff_s``: (first, longest) reconnection delay. ``announce_clock``:
         publish the clock, retained, on ``linli/v1/clock``. ``report_every_s``: progress log
         period in wall seconds (default 5). ``truth``: records each injection's start and end (a group
-        injection once, under its group) for ``linli sim-check``. Raises :class:`SimulatorError` or
-        ``InjectionError`` for bad input.
+        injection once, under its group) for ``linli sim-check``. ``wait_for``: with ``drive_clock``,
+        followers of the clock (a gateway's client id) the simulated time never runs more than
+        ``lead_s`` ahead of: each says on ``linli/v1/clock/reached/{id}`` how far it has got.
+        Raises :class:`SimulatorError` or ``InjectionError`` for bad input.
         """
         if not sites:
             raise SimulatorError("no site to simulate")
@@ -354,6 +360,10 @@ class Simulator:
             raise SimulatorError("the telemetry interval must be positive")
         if drive_clock and not isinstance(clock, ManualClock):
             raise SimulatorError("drive_clock needs a ManualClock")
+        if wait_for and not (drive_clock and announce_clock):
+            raise SimulatorError("waiting for followers needs a driven, announced clock (--speed max)")
+        if not lead_s > 0:
+            raise SimulatorError("the lead over the clock's followers must be positive")
         self.broker = broker if isinstance(broker, BrokerConfig) else BrokerConfig.from_url(broker)
         self.clock: Clock = clock or SystemClock()
         self.sites = list(sites)
@@ -439,6 +449,15 @@ class Simulator:
         self._reported_sent = 0
         self._misc_at = 0.0
         self._clock_announced_at = 0.0
+        # Followers of the driven clock, and the simulated ms each has reported reaching (loop thread).
+        self._followers = tuple(dict.fromkeys(wait_for))
+        self._lead_ms = int(lead_s * 1000)
+        # Before `staging_until` (baseline days: a few lights report, nothing is injected) the followers
+        # only need to keep up, not to run their timers finely: a longer lead, far fewer round trips.
+        self._staging_until_ms = to_ms(staging_until) if staging_until is not None else None
+        self._staging_lead_ms = int(staging_lead_s * 1000)
+        self._reached: dict[str, int] = {}
+        self._announced_ms: int | None = None  # the simulated time last announced
 
     def _add_conn(self, site: Site, name: str, client_id: str, units: list[_Dev], *, period: float,
                   conc: Concentrator | None, buffer_limit: int, backoff_s: tuple[float, float], boot: int) -> None:
@@ -784,7 +803,7 @@ class Simulator:
         upcoming = [t for t in (self._heap[0][0] if self._heap else None, self._faults.next_at()) if t is not None]
         if upcoming:
             if self._drive:
-                return 0.0 if self._can_advance() else 0.02
+                return 0.0 if self._can_advance() and not self._held_by_followers() else 0.02
             wait = min(wait, max(0.0, (min(upcoming) - self.clock.now()).total_seconds() / self._time_scale))
         retries = [c.retry_at for c in self._conns if c.retry_at is not None]
         if retries:
@@ -941,6 +960,7 @@ class Simulator:
         if self.broker.tls:
             client.tls_set()
         client.on_connect = self._on_clock_connect
+        client.on_message = self._on_reached
         client.on_disconnect = self._on_clock_disconnect
         self._on_our_poller(client)
         conn.client = client
@@ -951,6 +971,48 @@ class Simulator:
         if not reason.is_failure:
             conn.connected = conn.fresh = True
             conn.backoff.reset()
+            if self._followers:
+                client.subscribe([(CLOCK_REACHED_TOPIC.format(follower=f), 0) for f in self._followers])
+
+    def _on_reached(self, client: mqtt.Client, conn: _Conn, message: mqtt.MQTTMessage) -> None:
+        """A follower's report of the simulated time it has reached (loop thread)."""
+        follower = message.topic.rsplit("/", 1)[-1]
+        if follower not in self._followers:
+            return
+        try:
+            sim_ms = int(json.loads(message.payload)["sim_ms"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignored a bad clock report of %s: %r", follower, bytes(message.payload[:80]))
+            return
+        self._reached[follower] = max(sim_ms, self._reached.get(follower, sim_ms))
+
+    def _follower_limit_ms(self) -> int | None:
+        """How far the driven clock may go: the slowest follower's report + the lead (None: no followers).
+        Until every follower has reported, it may not leave the announced time."""
+        if not self._followers:
+            return None
+        reached = [self._reached.get(f) for f in self._followers]
+        if any(r is None for r in reached):
+            return self._announced_ms if self._announced_ms is not None else to_ms(self.clock.now())
+        slowest = min(r for r in reached if r is not None)
+        if self._staging_until_ms is not None and slowest < self._staging_until_ms:
+            return min(slowest + self._staging_lead_ms, self._staging_until_ms)
+        return slowest + self._lead_ms
+
+    def _current_lead_ms(self) -> int:
+        staging = self._staging_until_ms is not None and to_ms(self.clock.now()) < self._staging_until_ms
+        return self._staging_lead_ms if staging else self._lead_ms
+
+    def _held_by_followers(self) -> bool:
+        limit = self._follower_limit_ms()
+        if limit is None:
+            return False
+        upcoming = [t for t in (self._heap[0][0] if self._heap else None, self._faults.next_at()) if t is not None]
+        if not upcoming:
+            return False
+        if self._run_until is not None and min(upcoming) > self._run_until:  # the end: until they have reached it
+            return any(self._reached.get(f, -1) < to_ms(self._run_until) for f in self._followers)
+        return to_ms(min(upcoming)) > limit and to_ms(self.clock.now()) >= limit
 
     def _on_clock_disconnect(self, client: mqtt.Client, conn: _Conn, flags: Any, reason: Any, props: Any) -> None:
         conn.connected = False
@@ -971,6 +1033,7 @@ class Simulator:
             return
         self._clock_client.publish(CLOCK_TOPIC, announcement.to_json() if payload is None else payload, qos=1, retain=True)
         self._clock_announced_at = time.monotonic()
+        self._announced_ms = announcement.sim_ms
 
     # -- requests from other threads
 
@@ -1026,13 +1089,37 @@ class Simulator:
             target = min(upcoming)
             if self._run_until is not None and target > self._run_until:
                 clock.set(max(clock.now(), self._run_until))
+                if not self._followers_reached(to_ms(self._run_until)):
+                    return  # the end is theirs too: they handle the last minute before the devices stop
                 self.reached_end = True
+                return
+            limit = self._follower_limit_ms()
+            if limit is not None and to_ms(target) > limit:
+                if from_ms(limit) > clock.now():
+                    clock.set(from_ms(limit))  # nothing is due before: time passes up to the limit
+                self._announce_if_moved()  # they learn how far we are, handle it, report: we go on
                 return
             if target > clock.now():
                 clock.set(target)
+            if limit is not None and self._announced_ms is not None and \
+                    to_ms(clock.now()) - self._announced_ms >= self._current_lead_ms() // 2:
+                self._announce_if_moved()  # half the lead: they work on it while we run ahead
             before = self._telemetry_sent
             self._run_due(clock.now())
             budget -= max(1, self._telemetry_sent - before)
+            self._flush()
+
+    def _followers_reached(self, sim_ms: int) -> bool:
+        if not self._followers:
+            return True
+        if all(self._reached.get(f, -1) >= sim_ms for f in self._followers):
+            return True
+        self._announce_if_moved()
+        return False
+
+    def _announce_if_moved(self) -> None:
+        if self._clock_conn is not None and self._clock_conn.connected and self._announced_ms != to_ms(self.clock.now()):
+            self._publish_clock()
             self._flush()
 
     def _tick(self, conn: _Conn, due: datetime, now: datetime) -> None:
@@ -1126,9 +1213,9 @@ class Simulator:
 
     def _record_truth(self, transition: Transition, site: str, now: datetime) -> None:
         """One ground-truth line per injected fault: a circuit outage is one fault, not one per light."""
-        if self._truth is None:
-            return
         injection = transition.injection
+        if self._truth is None or not injection.recorded:
+            return
         target_type, target_id = injection.group.split(":", 1) if injection.group else ("device", injection.device_id)
         key = (site, injection.group or injection.device_id, injection.name, injection.at)
         members = self._truth_groups.get(key, 0)

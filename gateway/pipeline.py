@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -14,16 +15,18 @@ from sqlalchemy import JSON, Table, Text, bindparam
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.broker import Inbound
 from gateway.buffer import PointSink, Rejected
 from linli.clock import from_ms
-from linli.commands import command_message
-from linli.contract import Channel, Event, Message, Rejection, RejectReason, Status, parse
+from linli.commands import COMMAND_TTL, command_message
+from linli.contract import Channel, CommandAck, Event, Message, Rejection, RejectReason, Status, parse
 from linli.engine import Decision, DeviceLive, Engine
 from linli.engine.decisions import DeviceCommand
 from linli.site import SiteRegistry
 from linli.storage import Database, DeadLetter, DeviceEngineState, DeviceState
+from linli.storage.commands import record_ack, record_sent
 from linli.storage.tickets import TicketChange, TicketService
 from linli.tickets import EventType
 from linli.tsdb import Point, TimeSeriesStore
@@ -39,6 +42,7 @@ SAMPLE_EXCESS_EVERY = 10  # of a throttled device's excess QoS 0 telemetry, keep
 STATE_SAVE_EVERY_S = 5.0  # under load, live state rows are saved at most this often (see _commit)
 REPLAY_AFTER_MS = 60_000  # a device-stamped ts older than this on arrival: the device replays its buffer
 STORE_REJECTED = "store_rejected"  # dead-letter reason of a point the time-series store refused
+OWN_COMMANDS_KEPT = 100_000  # ids of our own commands remembered (a schedule push per light, then a few)
 
 
 @dataclass(slots=True)
@@ -86,6 +90,9 @@ class Pipeline:
         self.counters = Counters()
         self._last_logged: dict[tuple[str | None, str | None], datetime] = {}
         self._rates: dict[tuple[str, str], _Rate] = {}
+        # Ids of the commands this gateway published: the site session hears them back (it reads
+        # estate/v1/{site}/#, staff commands included), and they are nobody's news.
+        self._own_commands: OrderedDict[str, None] = OrderedDict()
         self._tags: dict[tuple[str, str], dict[str, str]] = {}  # a telemetry point's tags, per device
         self._state_statements: tuple[Any, Any] | None = None
         self._states_saved_at = time.monotonic()
@@ -113,6 +120,7 @@ class Pipeline:
         rejections: list[Rejection] = []
         decisions: list[Decision] = []
         points: list[Point] = []
+        acks: list[Message] = []  # devices' answers to commands: recorded with the batch (the audit trail)
         for item in batch:
             self.counters.received += 1
             result = parse(
@@ -129,12 +137,14 @@ class Pipeline:
                 self._engine.note_seq(result)
                 self.counters.throttled += 1
                 continue
+            if result.channel is Channel.CMD_ACK:
+                acks.append(result)
             decisions.extend(self._engine.observe(result, now))
             point = self._point(result) if result.channel is Channel.TELEMETRY else self._record_point(result)
             if point is not None:
                 points.append(point)
             self.counters.processed += 1
-        return self._commit(rejections, decisions, points, now, backlog=backlog)
+        return self._commit(rejections, decisions, points, now, backlog=backlog, acks=acks)
 
     def _throttled(self, message: Message, qos: int) -> bool:
         """Rate limit: over 20 live messages/s flags the device; its excess QoS 0 telemetry is sampled down.
@@ -198,7 +208,7 @@ class Pipeline:
 
     def _commit(
         self, rejections: list[Rejection], decisions: list[Decision], points: list[Point], now: datetime,
-        *, backlog: bool = False,
+        *, backlog: bool = False, acks: Sequence[Message] = (),
     ) -> list[TicketChange]:
         # Points first (store, else the on-disk buffer), then tickets and state: when the caller
         # acknowledges the batch to the broker afterwards, everything of it is durable.
@@ -223,6 +233,8 @@ class Pipeline:
                 self._dead_letter(session, rejection, now)
             self._dead_letter_points(session, refused, now)
             changes = self._tickets.apply(session, decisions)
+            for ack in acks:
+                self._record_ack(session, ack, now)
             if dirty:
                 self._save_states(session, dirty, now)
         self.counters.tickets_changed += len(changes)
@@ -240,6 +252,14 @@ class Pipeline:
                 }).encode())
         return changes
 
+    def _record_ack(self, session: Any, message: Message, now: datetime) -> None:
+        body = message.body
+        if not isinstance(body, CommandAck):
+            return
+        if record_ack(session, site=message.site, device_id=message.device_id, command_id=body.id, ok=body.ok,
+                      error=body.error, at=now) is None:
+            log.info("cmd/ack from %s/%s for unknown or answered command %r", message.site, message.device_id, body.id[:64])
+
     def _send_command(self, command: DeviceCommand, now: datetime) -> None:
         """An automatic action (a charger taken out of use): published to the device, and logged."""
         assert self._publish is not None
@@ -250,7 +270,27 @@ class Pipeline:
                                                      command.args, now=now)
         log.info("command %s %s to %s/%s: %s", command_id, command.action, command.site, command.device_id,
                  command.reason)
+        try:  # into the audit trail before it goes out, so the device's answer finds it
+            with self._db.session() as session:
+                record_sent(session, command_id=command_id, site=command.site, device_id=device.id, kind=device.kind,
+                            action=command.action, params=dict(command.args), requested_by="system", sent_at=now,
+                            expires_at=now + COMMAND_TTL, reason=command.reason)
+        except SQLAlchemyError as exc:  # the action matters more than its record: send it anyway
+            log.warning("command %s not recorded: %s", command_id, exc)
+        self._own_commands[command_id] = None
+        while len(self._own_commands) > OWN_COMMANDS_KEPT:
+            self._own_commands.popitem(last=False)
         self._publish(topic, payload)
+
+    def own_command(self, item: Inbound) -> bool:
+        """A command this gateway published, heard back on its own subscription."""
+        if not self._own_commands or not item.topic.endswith("/cmd"):
+            return False
+        try:
+            command_id = json.loads(item.payload).get("id")
+        except (ValueError, AttributeError):
+            return False
+        return isinstance(command_id, str) and command_id in self._own_commands
 
     def _dead_letter(self, session: Any, rejection: Rejection, now: datetime, *, reason: str | None = None) -> None:
         reason = reason or rejection.reason.value

@@ -20,7 +20,7 @@ from gateway.pipeline import Pipeline
 from gateway.settings import GatewaySettings
 from gateway.standby import ControlLink, SiteLink, SiteLinks, site_of
 from gateway.upkeep import Upkeep
-from linli.clock import Clock, FollowedClock, SystemClock, to_ms
+from linli.clock import CLOCK_REACHED_TOPIC, Clock, FollowedClock, SystemClock, to_ms
 from linli.engine import Engine
 from linli.settings import Settings
 from linli.site import SiteRegistry
@@ -90,12 +90,15 @@ class Gateway:
         ))
         self.pipeline = Pipeline(
             sites=self.held_sites(), engine=self.engine, database=self.database, sink=self.sink,
-            publish=lambda topic, payload: self.link.publish(topic, payload),
+            # Commands to devices go QoS 1 (device contract); the platform's ticket events QoS 0.
+            publish=lambda topic, payload: self.link.publish(topic, payload, qos=1 if topic.endswith("/cmd") else 0),
         )
         self.upkeep = Upkeep(database=self.database, engine=self.engine, sites=self.held_sites(), clock=self.clock,
                              base_url=settings.public_base_url)
         self.connected = False
         self.last_tick_at: datetime | None = None  # clock time of the last timer pass (tests wait on it)
+        self._reached_reported: datetime | None = None  # a driven simulator's time we last said we handled
+        self._reached_reported_wall = 0.0
         self._stopping = threading.Event()
         self._sender = threading.Thread(target=self.upkeep.dispatch_until, args=(self._stopping,),
                                         name="linli-gateway-notifier", daemon=True)
@@ -234,10 +237,15 @@ class Gateway:
                 log.exception("applying edited site files failed")
             # Only sites whose lease we hold; a batch kept from a failed commit goes first.
             batch, self._pending = self._served(self._pending + batch), []
+            own = [item for item in batch if self.pipeline.own_command(item)]
+            if own:  # our own commands heard back: acknowledged, not processed, not counted
+                batch = [item for item in batch if not self.pipeline.own_command(item)]
+                self.site_links.ack(own)
             if time.monotonic() < self._db_retry_at:
                 self._pending = batch  # the database is down: wait, acknowledging nothing
                 self._stopping.wait(0.1)
                 continue
+            driven, now = self._driven_clock(), self.clock.now()
             try:
                 if self._engine_stale:
                     self._resync_from_database()
@@ -252,7 +260,9 @@ class Gateway:
                     changes += self.pipeline.process(batch, now, backlog=busy)
                 # The timers' pass costs per device served: it runs at most every ten times its own
                 # duration, so it never takes more than a tenth of the worker (0.5 s with few devices).
-                if time.monotonic() - last_tick >= max(_TICK_EVERY_WALL_S, 10 * tick_took):
+                # On a driven simulator's clock, at every step instead: the simulator waits for us.
+                if (driven and now != self.last_tick_at) or \
+                        time.monotonic() - last_tick >= max(_TICK_EVERY_WALL_S, 10 * tick_took):
                     last_tick = time.monotonic()
                     changes += self.pipeline.tick(now, backlog=busy)
                     tick_took = time.monotonic() - last_tick
@@ -275,6 +285,8 @@ class Gateway:
                 self.messages_acked += acked
                 self.messages_done += len(batch)
                 self._progress.notify_all()
+            if driven and self._inbox.empty():  # all received so far is handled, up to `now`
+                self._report_reached(now)
 
     def _reload_sites(self) -> None:
         outcome = self.site_source.poll_if_due()
@@ -358,10 +370,27 @@ class Gateway:
             after.start_wall_ms, after.start_sim_ms, after.speed)
         if jumped:
             self._inbox.put(LinkChange(True, "clock"))  # the worker resets silence timers on the new clock
+        elif after is not None and after.speed is None:
+            self._inbox.put(LinkChange(True, "clock-step"))  # a driven step: wake the worker to run the timers
+
+    def _driven_clock(self) -> bool:
+        """Following a simulator that drives its clock (`--speed max`)."""
+        announcement = self.followed_clock.announcement if self.followed_clock is not None else None
+        return announcement is not None and announcement.speed is None
+
+    def _report_reached(self, now: datetime) -> None:
+        """Tell a driven simulator (`linli sim --wait-for`) we have handled what we received up to `now`."""
+        if now == self._reached_reported and time.monotonic() - self._reached_reported_wall < 1.0:
+            return
+        self._reached_reported, self._reached_reported_wall = now, time.monotonic()
+        topic = CLOCK_REACHED_TOPIC.format(follower=self.settings.mqtt_client_id)
+        self.link.publish(topic, b'{"sim_ms":%d}' % to_ms(now), qos=0)
 
     def _link_changed(self, change: LinkChange) -> None:
         if change.reason == "clock":
             self.engine.clock_changed(self.clock.now())
+            return
+        if change.reason == "clock-step":
             return
         self.connected = change.connected
         self.engine.broker_connection(change.connected, self.clock.now())

@@ -51,7 +51,8 @@ class Upkeep:
         self.escalation.use_sites(sites)
 
     def run(self, now: datetime) -> list[Decision]:
-        """The engine's decisions on what people did: soaks of resolved tickets, maintenance windows."""
+        """The engine's decisions on what people did: soaks of resolved tickets, maintenance windows;
+        and the streetlight schedules the site files set."""
         site_ids = self._sites.ids()
         with self._db.session() as session:
             rows = session.scalars(select(TicketRow).where(
@@ -60,6 +61,7 @@ class Upkeep:
             windows = current_windows(session, site_ids, now)
         decisions = self._engine.sync_resolutions(resolutions, now)
         decisions += self._engine.set_maintenance(windows, now)
+        decisions += self._engine.schedule_pushes()  # sites served anew, or a site file's schedule changed
         return decisions
 
     def escalate(self, now: datetime) -> int:

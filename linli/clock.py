@@ -75,6 +75,9 @@ class ScaledClock:
 # The simulator announces its clock here (retained) so the whole system runs on it
 # (device contract, "Simulated time").
 CLOCK_TOPIC = "linli/v1/clock"
+# A follower of a driven clock (``--speed max``) says here, QoS 0, up to which simulated time it has
+# handled what it received: {"sim_ms": ...}. A simulator told to wait for it stays within its lead.
+CLOCK_REACHED_TOPIC = "linli/v1/clock/reached/{follower}"
 
 
 @dataclass(frozen=True, slots=True)

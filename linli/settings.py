@@ -38,6 +38,19 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="creates user 'admin' with it when no user exists")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     personal_data_days: int = Field(180, ge=1, le=3650, description="keep residents' contacts and photos this long after closing")
+    # residents' and couriers' reports and their photos (docs/residents.md)
+    upload_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="largest photo file accepted")
+    upload_max_pixels: int = Field(64_000_000, ge=10_000, le=200_000_000, description="largest photo, in pixels")
+    upload_max_side: int = Field(4096, ge=256, le=16384, description="stored photos are scaled down to this longest side")
+    upload_store: Literal["local", "s3"] = Field("local", description="local: <data_dir>/uploads; s3: an S3-compatible bucket")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (empty: AWS)")
+    s3_bucket: str = ""
+    s3_prefix: str = Field("", description="key prefix inside the bucket")
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    report_limit_per_ip: int = Field(10, ge=1, description="public reports one client address may send per hour")
+    report_limit_per_device: int = Field(30, ge=1, description="public reports on one device per hour, from everyone")
 
     @field_validator("mqtt_url")
     @classmethod
@@ -52,6 +65,17 @@ class Settings(BaseSettings):
         if self.env == "production" and (self.secret_key == DEV_SECRET or len(self.secret_key) < 32):
             raise ValueError("LINLI_SECRET_KEY must be set to a random value of 32+ characters in production")
         return self
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.upload_store == "s3" and not self.s3_bucket:
+            raise ValueError("LINLI_UPLOAD_STORE=s3 needs LINLI_S3_BUCKET")
+        return self
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where the local photo store keeps files (and `linli purge-personal-data` deletes them)."""
+        return self.data_dir / "uploads"
 
     @property
     def site_files(self) -> list[Path]:

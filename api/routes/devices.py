@@ -57,6 +57,7 @@ def list_devices(
     session: SessionDep,
     sites: SitesDep,
     visible: VisibleSites,
+    clock: ClockDep,
     site: Annotated[str | None, Query(description="only this site (default: every site you see)")] = None,
     kind: Literal["streetlight", "elevator", "charger"] | None = None,
     health: Health | None = None,
@@ -65,7 +66,7 @@ def list_devices(
 ) -> DevicesPublic:
     """Devices in site-file order, with their live state and open tickets."""
     site_ids = [site_or_404(sites, visible, site).id] if site is not None else visible
-    live = LiveView.load(session, site_ids)
+    live = LiveView.load(session, site_ids, clock.now())
     items = [
         device_public(sites[site_id], device, live)
         for site_id in site_ids
@@ -89,11 +90,12 @@ DEVICE_LOOKUP_ERRORS: dict[int | str, dict[str, str]] = {
     responses=DEVICE_LOOKUP_ERRORS,
 )
 def get_device(
-    device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None
+    device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, clock: ClockDep,
+    site: SiteQuery = None,
 ) -> DeviceDetailPublic:
     """The device as in the list, with its lifecycle events."""
     found_site, device = resolve_device(sites, visible, device_id, site)
-    return device_detail(found_site, device, LiveView.load(session, [found_site.id]))
+    return device_detail(found_site, device, LiveView.load(session, [found_site.id], clock.now()))
 
 
 @router.get(

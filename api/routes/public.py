@@ -1,18 +1,46 @@
 """Routes for residents and mobile grid officers, without an account.
 
 They say what a resident needs to know, in a resident's terms, and nothing about people:
-no assignee, no acknowledgements, no notes, no history.
+no assignee, no acknowledgements, no notes, no contacts. Reports (一键报修) and hazards from
+mobile grid officers are rate-limited per client address and per device, and their photos are
+checked and stripped of metadata before anything is stored (``linli.uploads``, ``docs/residents.md``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import ipaddress
+import json
+import logging
+import math
+import re
+import threading
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from api import schemas
-from api.deps import ClockDep, SessionDep, SitesDep
+from api.deps import ClockDep, SessionDep, SettingsDep, SitesDep
+from api.routes.uploads import PhotoStoreDep, photo_name_of, photo_response
+from api.schemas_public import HazardRequest, ProgressStep, ReportCreated, ReportPublic, ReportRequest, ReportTicket
 from api.views import LiveView, charger_state, devices_of, elevator_state, fault_name, streetlight_state
+from linli.clock import Clock
+from linli.settings import Settings
+from linli.site import Site
+from linli.storage.models import ResidentReport, TicketRow
+from linli.storage.resident_reports import CATEGORIES, Filed, NewReport, ReportRefused, file_report, new_report_id
+from linli.tickets import EventType
+from linli.uploads import PhotoLimits, PhotoRefused, PhotoStore, clean_photo, new_key
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/public", tags=["public"])
 
@@ -82,3 +110,356 @@ def public_status(
         chargers=chargers,
         tickets=tickets,
     )
+
+
+# ---------------------------------------------------------------- reports (一键报修) and hazards
+
+MAX_PHOTOS = 3
+FORM_FIELD_BYTES = 8 * 1024  # a form field is a short text; photos are files
+JSON_BODY_BYTES = 16 * 1024
+REPORT_ID = re.compile(r"^[A-Za-z0-9_-]{16,43}$")
+LIMIT_WINDOW = timedelta(hours=1)
+RACE_RETRIES = 3
+# Events that change what the reporter sees; the others (comments, escalations...) are staff's.
+PUBLIC_STEPS = frozenset({
+    EventType.OPENED, EventType.ACKNOWLEDGED, EventType.STARTED, EventType.HELD, EventType.RESUMED,
+    EventType.RESOLVED, EventType.VERIFIED, EventType.CLOSED, EventType.CANCELLED, EventType.REOPENED,
+})
+
+
+class RateLimiter:
+    """At most `limit` hits per key in a sliding window, on the injected clock.
+
+    In-process: each API process counts its own clients (run one process behind the proxy, or
+    divide the limits by the number of processes)."""
+
+    def __init__(self, clock: Clock, window: timedelta = LIMIT_WINDOW) -> None:
+        self._clock, self._window = clock, window
+        self._hits: dict[tuple[str, ...], deque[datetime]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: tuple[str, ...], limit: int, *, count: bool = True) -> timedelta | None:
+        """Count one hit (unless `count` is False: only look); None when allowed, else how long until
+        the oldest hit leaves the window."""
+        now = self._clock.now()
+        with self._lock:
+            if len(self._hits) > 10_000:  # forget clients that went quiet
+                self._hits = {k: q for k, q in self._hits.items() if q and q[-1] > now - self._window}
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - self._window:
+                hits.popleft()
+            if len(hits) >= limit:
+                return hits[0] + self._window - now
+            if count:
+                hits.append(now)
+            return None
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    state = request.app.state
+    with _LIMITER_LOCK:
+        limiter: RateLimiter | None = getattr(state, "report_limiter", None)
+        if limiter is None:
+            limiter = RateLimiter(state.clock)
+            state.report_limiter = limiter
+    return limiter
+
+
+_LIMITER_LOCK = threading.Lock()
+
+
+def client_key(request: Request) -> str:
+    """The client's address (uvicorn takes it from X-Forwarded-For behind a trusted proxy); an IPv6
+    client counts by its /64, which one household usually has whole."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _limit(limiter: RateLimiter, key: tuple[str, ...], limit: int, what: str, *, count: bool = True) -> None:
+    wait = limiter.hit(key, limit, count=count)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait.total_seconds()))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, f"too many reports {what}; try again in {math.ceil(seconds / 60)} minutes",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limited(request: Request, limit: int) -> Request:
+    """`request` whose body may be at most `limit` bytes: 413 before reading when it says it is
+    larger, and as soon as more arrives when it does not say (chunked)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the request is larger than {limit // (1024 * 1024)} MiB")
+    received = 0
+    upstream = request.receive
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await upstream()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _BodyTooLarge
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def _read_body(
+    request: Request, settings: Settings, model: type[BaseModel], form_location: bool,
+) -> tuple[BaseModel, list[bytes]]:
+    """The report (JSON, or multipart fields and up to 3 photos) and the raw photo files."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    max_photo = settings.upload_max_bytes
+    try:
+        if ctype == "application/json":
+            body = await _limited(request, JSON_BODY_BYTES).body()
+            try:
+                raw: Any = json.loads(body)
+            except ValueError as exc:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body is not JSON: {exc}") from exc
+            photos: list[bytes] = []
+        elif ctype == "multipart/form-data":
+            limited = _limited(request, MAX_PHOTOS * (max_photo + 64 * 1024) + 64 * 1024)
+            async with limited.form(max_files=MAX_PHOTOS, max_fields=16, max_part_size=FORM_FIELD_BYTES) as form:
+                raw = {k: v for k, v in form.multi_items() if isinstance(v, str) and v != ""}
+                photos = []
+                for name, value in form.multi_items():
+                    if not isinstance(value, UploadFile):
+                        continue
+                    if name != "photos":
+                        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unexpected file {name!r}: use 'photos'")
+                    data = await value.read(max_photo + 1)
+                    if len(data) > max_photo:
+                        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                            f"a photo may be at most {max_photo // (1024 * 1024)} MiB")
+                    if data:
+                        photos.append(data)
+            raw = _form_to_report(raw, form_location)
+        else:
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send application/json or multipart/form-data")
+    except _BodyTooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the request is too large") from exc
+    try:
+        return model.model_validate(raw), photos
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from exc
+
+
+def _form_to_report(fields: dict[str, str], form_location: bool) -> dict[str, Any]:
+    """Flat form fields (``x``, ``y``, ``place``) to the JSON shape of the report."""
+    out: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("x", "y", "place")}
+    if form_location and any(k in fields for k in ("x", "y", "place")):
+        location: dict[str, Any] = {"text": fields.get("place")}
+        for axis in ("x", "y"):
+            location[axis] = fields.get(axis)
+        out["location"] = location
+    return out
+
+
+def _site_or_422(sites: SitesDep, site_id: str) -> Site:
+    site = sites.get(site_id)
+    if site is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"site {site_id!r} not found")
+    return site
+
+
+def _file_once_more_if_raced(
+    session: Session, site: Site, report: NewReport, *, at: datetime, photos: list[str], report_id: str,
+) -> Filed:
+    """Two reports on a device without a ticket, at once: the one index allows one active ticket, so
+    the loser of the race (SQLite: its snapshot predates the winner's ticket) joins the winner's."""
+    for attempt in range(RACE_RETRIES):
+        try:
+            with session.begin_nested():
+                return file_report(session, site, report, at=at, photos=photos, report_id=report_id)
+        except IntegrityError:
+            if attempt == RACE_RETRIES - 1:
+                raise
+            session.rollback()
+            log.info("report on %s/%s raced another; joining its ticket", site.id, report.device_id)
+    raise AssertionError("unreachable")
+
+
+def _file(
+    session: Session, store: PhotoStore, site: Site, report: NewReport, photos: list[bytes], *,
+    limits: PhotoLimits, at: datetime,
+) -> ReportCreated:
+    """Check and clean every photo, then store the report, its ticket and its photos at once."""
+    try:
+        cleaned = [clean_photo(data, limits) for data in photos]
+    except PhotoRefused as exc:
+        raise HTTPException(exc.status, f"photo refused: {exc}") from exc
+    report_id = new_report_id()
+    keys = [new_key(f"reports/{report_id}", photo) for photo in cleaned]
+    stored: list[str] = []
+    try:
+        filed = _file_once_more_if_raced(session, site, report, at=at, photos=keys, report_id=report_id)
+        for key, photo in zip(keys, cleaned, strict=True):
+            store.put(key, photo.data, photo.content_type)
+            stored.append(key)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for key in stored:  # nothing of a report that was not taken stays behind
+            with contextlib.suppress(Exception):
+                store.delete(key)
+        raise
+    return ReportCreated(
+        id=filed.report.id, ticket_id=filed.ticket.id, duplicate_of=filed.ticket.id if filed.joined else None,
+        photos=len(keys),
+    )
+
+
+_FORM_DOC: dict[str, Any] = {"schema": {
+    "type": "object",
+    "properties": {
+        "site": {"type": "string"}, "device_id": {"type": "string"}, "category": {"type": "string"},
+        "description": {"type": "string"}, "contact": {"type": "string"},
+        "x": {"type": "number"}, "y": {"type": "number"}, "place": {"type": "string"},
+        "photos": {"type": "array", "maxItems": MAX_PHOTOS, "items": {"type": "string", "format": "binary"}},
+    },
+    "required": ["site", "description"],
+}}
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body in OpenAPI: the route reads it itself (JSON or multipart, with a size limit)."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": model.model_json_schema()}, "multipart/form-data": _FORM_DOC,
+    }}}
+
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "a photo over the size limit, or too many pixels"},
+    415: {"description": "a photo that is not a JPEG, PNG or WebP image (or hides another file)"},
+    422: {"description": "a field, site, device or location that does not fit"},
+    429: {"description": "too many reports from this client or on this device; see Retry-After"},
+}
+
+
+async def _create(
+    *, request: Request, settings: Settings, sites: SitesDep, clock: Clock, session: Session, store: PhotoStore,
+    hazard: bool,
+) -> ReportCreated:
+    limiter = get_limiter(request)
+    client = ("client", client_key(request))
+    # A client over its limit is refused before its body is read; a request counts once its fields
+    # are valid, before the photos are decoded (the costly part), whether it is then taken or not.
+    _limit(limiter, client, settings.report_limit_per_ip, "from this address", count=False)
+    body, photos = await _read_body(request, settings, HazardRequest if hazard else ReportRequest, form_location=True)
+    if len(photos) > MAX_PHOTOS:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {MAX_PHOTOS} photos")
+    if isinstance(body, HazardRequest):
+        site = _site_or_422(sites, body.site)
+        report = NewReport(site.id, "hazard", body.description, source="grid_officer", contact=body.contact,
+                           location=body.location.as_dict())
+    else:
+        assert isinstance(body, ReportRequest)
+        site = _site_or_422(sites, body.site)
+        report = NewReport(site.id, body.category, body.description, device_id=body.device_id, contact=body.contact,
+                           location=body.location.as_dict() if body.location else None)
+    _limit(limiter, client, settings.report_limit_per_ip, "from this address")
+    if report.device_id is not None:
+        _limit(limiter, ("device", site.id, report.device_id), settings.report_limit_per_device, "on this device")
+    try:
+        return await run_in_threadpool(
+            _file, session, store, site, report, photos, limits=PhotoLimits.of(settings), at=clock.now()
+        )
+    except ReportRefused as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+@router.post("/reports", status_code=status.HTTP_201_CREATED, response_model=ReportCreated,
+             openapi_extra=_body_doc(ReportRequest), responses=_REFUSALS)
+async def create_report(
+    *, request: Request, settings: SettingsDep, sites: SitesDep, clock: ClockDep, session: SessionDep, store: PhotoStoreDep,
+) -> ReportCreated:
+    """一键报修: a resident reports a problem, about a device or not, with up to 3 photos.
+
+    On a device that already has an open ticket the report joins it (`duplicate_of` says which);
+    otherwise it opens a ticket for the grid centre. Keep the `id`: it is the only way to follow
+    the repair (`GET /api/v1/public/reports/{id}`).
+    """
+    return await _create(request=request, settings=settings, sites=sites, clock=clock, session=session, store=store,
+                         hazard=False)
+
+
+@router.post("/hazards", status_code=status.HTTP_201_CREATED, response_model=ReportCreated, responses=_REFUSALS,
+             openapi_extra=_body_doc(HazardRequest))
+async def create_hazard(
+    *, request: Request, settings: SettingsDep, sites: SitesDep, clock: ClockDep, session: SessionDep, store: PhotoStoreDep,
+) -> ReportCreated:
+    """安全隐患: a mobile grid officer (a courier or rider passing by) reports a hazard at a place on the
+    site plan (`x`, `y` within the plan), with up to 3 photos. It opens a ticket for the grid centre."""
+    return await _create(request=request, settings=settings, sites=sites, clock=clock, session=session, store=store,
+                         hazard=True)
+
+
+def _report_or_404(session: Session, report_id: str) -> ResidentReport:
+    report = session.get(ResidentReport, report_id) if REPORT_ID.match(report_id) else None
+    if report is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such report")
+    return report
+
+
+def _progress(ticket: TicketRow) -> list[ProgressStep]:
+    """Each change of status, as the events recorded it (another team's acknowledgement changes none)."""
+    steps: list[ProgressStep] = []
+    for event in ticket.events:
+        if EventType(event.type) in PUBLIC_STEPS and (not steps or steps[-1].status != event.to_status):
+            steps.append(ProgressStep(status=event.to_status, at=event.at))
+    return steps
+
+
+ReportId = Annotated[str, Path(max_length=64, description="the id the report was given")]
+
+
+@router.get("/reports/{report_id}", response_model=ReportPublic, responses={404: {"description": "no such report"}})
+def report_progress(report_id: ReportId, session: SessionDep) -> ReportPublic:
+    """The reporter's view of their report: its ticket's progress and their own photos; no contact, no names."""
+    report = _report_or_404(session, report_id)
+    ticket = session.get(TicketRow, report.ticket_id) if report.ticket_id is not None else None
+    category = CATEGORIES.get(report.category)
+    return ReportPublic(
+        id=report.id, site=report.site, source="grid_officer" if report.source == "grid_officer" else "resident",
+        category=report.category,
+        category_name=schemas.FaultName(zh=category.zh, en=category.en) if category else fault_name(report.category),
+        description=report.description, device_id=report.device_id, created_at=report.created_at,
+        photos=[f"/api/v1/public/reports/{report.id}/photos/{photo_name_of(k)}" for k in report.photos or ()],
+        ticket=None if ticket is None else ReportTicket(
+            id=ticket.id, fault_name=_fault_name(ticket.fault), status=ticket.status, opened_at=ticket.opened_at,
+            acknowledged_at=ticket.acknowledged_at, resolved_at=ticket.resolved_at, closed_at=ticket.closed_at,
+            device_ids=devices_of(ticket), progress=_progress(ticket),
+        ),
+    )
+
+
+def _fault_name(code: str) -> schemas.FaultName:
+    category = CATEGORIES.get(code)
+    return schemas.FaultName(zh=category.zh, en=category.en) if category else fault_name(code)
+
+
+@router.get("/reports/{report_id}/photos/{name}", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}, 404: {"description": "none"}})
+def report_photo(*, report_id: ReportId, name: Annotated[str, Path(max_length=80)], session: SessionDep,
+                 store: PhotoStoreDep) -> Response:
+    """One of the report's own photos, for the reporter (the report id is the key)."""
+    report = _report_or_404(session, report_id)
+    key = f"reports/{report.id}/{name}"
+    if key not in (report.photos or ()):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such photo")
+    return photo_response(store, key)
+

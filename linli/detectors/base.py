@@ -16,9 +16,11 @@ been calm for ``flap_calm_s`` (then ``intermittent`` clears). P0 faults are neve
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from linli.catalog import FAULTS, Severity
@@ -106,13 +108,28 @@ class Hold:
                    _dt(data.get("calm_since")), int(data.get("calm_samples", 0)))
 
 
+@lru_cache(maxsize=4096)
+def _key_parts(key: str) -> tuple[str, str]:
+    """(key, code) of a fault key ``code`` or ``code#connector``: one string object each, shared by
+    every device that stores them (a charger's ``_healthy`` holds one per code and connector)."""
+    return sys.intern(key), sys.intern(key.split("#", 1)[0])
+
+
 def _more_urgent(a: Severity, b: Severity | None) -> bool:
     return b is None or a.rank < b.rank
 
 
 class DetectorBase:
-    """One device's detectors; subclasses implement ``_sample``, ``_evaluate`` and their extra state."""
+    """One device's detectors; subclasses implement ``_sample``, ``_evaluate`` and their extra state.
 
+    Memory: one of these lives per device (100,000 of them in a large gateway), so the class and its
+    subclasses use ``__slots__``; a timer or hold exists only while its condition runs or its fault is
+    active (an idle one is the same as none: ``_feed`` drops it, ``_step`` drops a cleared hold);
+    the flapping bookkeeping is None until a fault first fires.
+    """
+
+    __slots__ = ("_clears", "_emitted", "_flapping", "_healthy", "_intermittent", "_suppressed", "device", "holds",
+                 "interval_s", "last_sample_at", "site", "th", "timers")
     kind = ""
     OWNED: tuple[str, ...] = ()  # catalog codes this kind's detectors produce (besides intermittent)
 
@@ -122,13 +139,13 @@ class DetectorBase:
         self.th = thresholds
         self.interval_s = float(device.interval_s)
         self.last_sample_at: datetime | None = None
-        self.timers: dict[str, Timer] = {}
-        self.holds: dict[str, Hold] = {}
+        self.timers: dict[str, Timer] = {}  # only the running ones
+        self.holds: dict[str, Hold] = {}  # only the active ones
         self._healthy: dict[str, bool] = {}
-        self._emitted: dict[str, Severity] = {}  # codes signalled active (fault level)
-        self._suppressed: set[str] = set()  # codes active but not signalled (flapping)
-        self._clears: dict[str, deque[datetime]] = {}  # signalled clears per code, within the flap window
-        self._flapping: dict[str, datetime] = {}  # code -> its last activity while intermittent
+        self._emitted: dict[str, Severity] | None = None  # codes signalled active (fault level)
+        self._suppressed: set[str] | None = None  # codes active but not signalled (flapping)
+        self._clears: dict[str, list[datetime]] | None = None  # signalled clears per code, within the flap window
+        self._flapping: dict[str, datetime] | None = None  # code -> its last activity while intermittent
         self._intermittent = False
 
     # ------------------------------------------------------------ the interface
@@ -204,30 +221,42 @@ class DetectorBase:
     def _extra_load(self, data: dict[str, Any]) -> None:
         """Take back what `_extra_dump` wrote."""
 
-    def timer(self, name: str) -> Timer:
-        found = self.timers.get(name)
-        if found is None:
-            found = self.timers[name] = Timer()
-        return found
+    def _feed(self, name: str, cond: bool | None, at: datetime) -> None:
+        """Timer `name` counts while `cond` holds; a break resets it (an idle timer is not kept)."""
+        if cond:
+            found = self.timers.get(name)
+            if found is None:
+                found = self.timers[name] = Timer()
+            found.feed(True, at)
+        else:
+            self.timers.pop(name, None)
 
-    def hold(self, key: str) -> Hold:
-        found = self.holds.get(key)
-        if found is None:
-            found = self.holds[key] = Hold()
-        return found
+    def _held(self, name: str, at: datetime) -> float:
+        """Seconds timer `name`'s condition has held at `at` (0 when it does not hold)."""
+        found = self.timers.get(name)
+        return found.held(at) if found is not None else 0.0
+
+    def _count(self, name: str) -> int:
+        """Samples in timer `name`'s current run (0 when its condition does not hold)."""
+        found = self.timers.get(name)
+        return found.samples if found is not None else 0
 
     def _step(
         self, key: str, cond: bool | None, ready: bool, at: datetime, out: list[Signal], *, is_sample: bool,
         detail: str = "", severity: Severity | None = None, clear_s: float | None = None, clear_samples: int = 1,
     ) -> None:
         """One fault (key ``code`` or ``code#connector``) at `at`: fire when ready, clear after its hold-off."""
-        code = key.split("#", 1)[0]
+        key, code = _key_parts(key)
         severity = severity or FAULTS[code].severity
         clear_s = self.th.clear_after_s if clear_s is None else clear_s
-        state = self.hold(key)
+        state = self.holds.get(key)  # None: inactive with no calm run, the state of most faults
         if is_sample and cond is not None:
             self._healthy[code] = not cond if "#" not in key else self._connectors_healthy(code, key, not cond)
         if cond:
+            if state is None:
+                if not ready:
+                    return
+                state = self.holds[key] = Hold()
             state.calm_since, state.calm_samples = None, 0
             if ready and not state.active:
                 state.active, state.severity = True, severity
@@ -235,6 +264,8 @@ class DetectorBase:
             elif ready and state.active and _more_urgent(severity, state.severity):
                 state.severity = severity
                 self._raise(code, severity, at, detail, out)
+            return
+        if state is None:
             return
         if cond is None:
             state.calm_since, state.calm_samples = None, 0
@@ -246,7 +277,7 @@ class DetectorBase:
         if is_sample:
             state.calm_samples += 1
         if (at - state.calm_since).total_seconds() >= clear_s and state.calm_samples >= clear_samples:
-            state.active, state.severity, state.calm_since, state.calm_samples = False, None, None, 0
+            del self.holds[key]  # cleared: back to the idle state, which is kept as no hold at all
             self._clear(code, at, detail, out)
 
     def _force(self, key: str, at: datetime, out: list[Signal], detail: str, severity: Severity | None = None) -> None:
@@ -261,38 +292,50 @@ class DetectorBase:
     # ------------------------------------------------------------ fault-level transitions
 
     def _raise(self, code: str, severity: Severity, at: datetime, detail: str, out: list[Signal]) -> None:
-        before = self._emitted.get(code)
+        before = self._emitted.get(code) if self._emitted is not None else None
         if before is not None and not _more_urgent(severity, before):
             return  # another connector already holds it at this severity or higher
-        if code in self._flapping and severity is not Severity.P0 and before is None:
+        if self._flapping is not None and code in self._flapping and severity is not Severity.P0 and before is None:
             self._flapping[code] = at
+            if self._suppressed is None:
+                self._suppressed = set()
             self._suppressed.add(code)
             return
+        if self._emitted is None:
+            self._emitted = {}
         self._emitted[code] = severity
-        self._suppressed.discard(code)
+        if self._suppressed is not None:
+            self._suppressed.discard(code)
         out.append(Signal(code, True, severity, at, detail))
 
     def _clear(self, code: str, at: datetime, detail: str, out: list[Signal]) -> None:
         if any(h.active for k, h in self.holds.items() if k.split("#", 1)[0] == code):
             return  # another connector still shows it
-        if code in self._suppressed:
+        if self._suppressed is not None and code in self._suppressed:
             self._suppressed.discard(code)
+            assert self._flapping is not None  # a code is suppressed only while flapping
             self._flapping[code] = at
             return
-        severity = self._emitted.pop(code, None)
+        severity = self._emitted.pop(code, None) if self._emitted is not None else None
         if severity is None:
             return
+        if not self._emitted:
+            self._emitted = None
         name = FAULTS[code].zh
         out.append(Signal(code, False, severity, at, f"{name}已恢复（cleared）"))
         if severity is Severity.P0 or FAULTS[code].severity is Severity.P0:
             return
         window = timedelta(seconds=self.th.flap_window_s)
-        clears = self._clears.setdefault(code, deque())
+        if self._clears is None:
+            self._clears = {}
+        clears = self._clears.setdefault(code, [])  # a few entries at most (flap_cycles): a list, not a deque
         clears.append(at)
         while clears and at - clears[0] > window:
-            clears.popleft()
+            del clears[0]
         if len(clears) >= self.th.flap_cycles:
             clears.clear()
+            if self._flapping is None:
+                self._flapping = {}
             self._flapping[code] = at
             if not self._intermittent:
                 self._intermittent = True
@@ -307,11 +350,12 @@ class DetectorBase:
         if not self._intermittent:
             return
         calm = timedelta(seconds=self.th.flap_calm_s)
-        for code, last in self._flapping.items():
-            if code in self._suppressed or code in self._emitted or now - last < calm:
+        suppressed, emitted = self._suppressed or (), self._emitted or {}
+        for code, last in (self._flapping or {}).items():
+            if code in suppressed or code in emitted or now - last < calm:
                 return
         self._intermittent = False
-        self._flapping.clear()
+        self._flapping = None
         out.append(Signal("intermittent", False, FAULTS["intermittent"].severity, now,
                           "间歇性故障已平稳（calm for a while）"))
 
@@ -326,10 +370,10 @@ class DetectorBase:
             "timers": {k: t.dump() for k, t in self.timers.items() if t.since is not None or t.samples},
             "holds": {k: h.dump() for k, h in self.holds.items() if h.active or h.calm_since is not None},
             "healthy": dict(self._healthy),
-            "emitted": {k: v.value for k, v in self._emitted.items()},
-            "suppressed": sorted(self._suppressed),
-            "clears": {k: dump_times(v) for k, v in self._clears.items() if v},
-            "flapping": {k: v.isoformat() for k, v in self._flapping.items()},
+            "emitted": {k: v.value for k, v in (self._emitted or {}).items()},
+            "suppressed": sorted(self._suppressed or ()),
+            "clears": {k: dump_times(v) for k, v in (self._clears or {}).items() if v},
+            "flapping": {k: v.isoformat() for k, v in (self._flapping or {}).items()},
             "intermittent": self._intermittent,
             "extra": self._extra_dump(),
         }
@@ -340,13 +384,18 @@ class DetectorBase:
             return
         self.interval_s = float(data.get("interval_s") or self.interval_s)
         self.last_sample_at = _dt(data.get("last_sample_at"))
-        self.timers = {k: Timer.load(v) for k, v in (data.get("timers") or {}).items()}
-        self.holds = {k: Hold.load(v) for k, v in (data.get("holds") or {}).items()}
+        # only running timers and active holds are kept (an idle one is the same as none)
+        timers = {k: Timer.load(v) for k, v in (data.get("timers") or {}).items()}
+        self.timers = {k: timer for k, timer in timers.items() if timer.since is not None or timer.samples}
+        holds = {k: Hold.load(v) for k, v in (data.get("holds") or {}).items()}
+        self.holds = {k: hold for k, hold in holds.items() if hold.active}
         self._healthy = {k: bool(v) for k, v in (data.get("healthy") or {}).items()}
-        self._emitted = {k: Severity(v) for k, v in (data.get("emitted") or {}).items() if v in Severity.__members__}
-        self._suppressed = set(data.get("suppressed") or [])
-        self._clears = {k: load_times(v) for k, v in (data.get("clears") or {}).items()}
-        self._flapping = {k: t for k, v in (data.get("flapping") or {}).items() if (t := _dt(v)) is not None}
+        # an empty container is kept as None, as in a device that never had a fault
+        self._emitted = {k: Severity(v) for k, v in (data.get("emitted") or {}).items()
+                         if v in Severity.__members__} or None
+        self._suppressed = set(data.get("suppressed") or []) or None
+        self._clears = {k: list(load_times(v)) for k, v in (data.get("clears") or {}).items()} or None
+        self._flapping = {k: t for k, v in (data.get("flapping") or {}).items() if (t := _dt(v)) is not None} or None
         self._intermittent = bool(data.get("intermittent"))
         self._extra_load(data.get("extra") or {})
 

@@ -8,12 +8,12 @@ car's problem: it opens nothing unless it recurs in ``ev_comm_sessions`` differe
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
 from linli.contract import ChargerTelemetry, Event
 from linli.detectors.base import DetectorBase, Signal, dump_times, load_times
+from linli.detectors.samples import ConnectorSample
 from linli.detectors.thresholds import Thresholds
 from linli.site import Device, Site
 
@@ -31,6 +31,7 @@ _CHINESE = {"ground_failure": "接地故障", "power_switch_failure": "接触器
 
 
 class ChargerDetectors(DetectorBase):
+    __slots__ = ("anonymous_sessions", "episodes", "ev_errors", "last_connector", "samples")
     kind = "charger"
     OWNED = (
         "ground_failure", "power_switch_failure", "high_temperature", "over_current", "over_voltage", "under_voltage",
@@ -39,9 +40,9 @@ class ChargerDetectors(DetectorBase):
 
     def __init__(self, site: Site, device: Device, thresholds: Thresholds) -> None:
         super().__init__(site, device, thresholds)
-        self.samples: dict[int, ChargerTelemetry] = {}  # the latest per connector
-        self.episodes: dict[str, deque[datetime]] = {}  # "code#connector" -> episode starts
-        self.ev_errors: deque[tuple[datetime, str]] = deque()  # (when, session) of EVCommunicationError
+        self.samples: dict[int, ConnectorSample] = {}  # the latest per connector (tuples: kept per device)
+        self.episodes: dict[str, list[datetime]] | None = None  # "code#connector" -> episode starts; None: none
+        self.ev_errors: list[tuple[datetime, str]] | None = None  # (when, session) of EVCommunicationError; None: none
         self.anonymous_sessions = 0
         self.last_connector = 1
 
@@ -56,26 +57,31 @@ class ChargerDetectors(DetectorBase):
     def _sample(self, body: Any, at: datetime) -> None:
         if not isinstance(body, ChargerTelemetry):
             return
+        body = ConnectorSample.of(body)
         cid = body.connector_id
         previous = self.samples.get(cid)
         self.samples[cid] = body
         self.last_connector = cid
         error = body.error_code
         if error in _EPISODES and (previous is None or previous.error_code != error):
-            self.episodes.setdefault(f"{_EPISODES[error]}#{cid}", deque()).append(at)
+            if self.episodes is None:
+                self.episodes = {}
+            self.episodes.setdefault(f"{_EPISODES[error]}#{cid}", []).append(at)
         if error == "EVCommunicationError":
             session = body.session_id
             if session is None:
                 if previous is None or previous.error_code != error:
                     self.anonymous_sessions += 1
                 session = f"#{cid}-{self.anonymous_sessions}"
+            if self.ev_errors is None:
+                self.ev_errors = []
             if not any(s == session for _, s in self.ev_errors):
                 self.ev_errors.append((at, session))
         faulted = body.status == "Faulted" and error not in _OWN_RULE
-        self.timer(f"faulted#{cid}").feed(faulted, at)
+        self._feed(f"faulted#{cid}", faulted, at)
         no_current = None if body.current_a is None else body.status == "Charging" and body.current_a < self.th.no_current_a
-        self.timer(f"no_current#{cid}").feed(no_current, at)
-        self.timer(f"stuck#{cid}").feed(body.status in ("Preparing", "Finishing"), at)
+        self._feed(f"no_current#{cid}", no_current, at)
+        self._feed(f"stuck#{cid}", body.status in ("Preparing", "Finishing"), at)
 
     def _evaluate(self, at: datetime, is_sample: bool, out: list[Signal]) -> None:
         th = self.th
@@ -98,9 +104,9 @@ class ChargerDetectors(DetectorBase):
                               f"错误码 {error}")
             window = timedelta(seconds=th.episode_window_s)
             for code_text, code in _EPISODES.items():
-                starts = self.episodes.get(f"{code}#{cid}", deque())
+                starts = (self.episodes.get(f"{code}#{cid}") if self.episodes is not None else None) or []
                 while starts and at - starts[0] > window:
-                    starts.popleft()
+                    del starts[0]
                 repeated = len(starts) >= th.episodes
                 self._step(f"{code}#{cid}", repeated, repeated, at, out, is_sample=is_sample,
                            detail=f"{code_text}：{where}{th.episode_window_s / 60:.0f} 分钟内 {len(starts)} 次")
@@ -108,22 +114,26 @@ class ChargerDetectors(DetectorBase):
                     self._healthy[f"{code}#{cid}"] = error != code_text
                     self._healthy[code] = all(v for k, v in self._healthy.items() if k.startswith(code + "#"))
             faulted = body.status == "Faulted" and error not in _OWN_RULE
-            self._step(f"faulted#{cid}", faulted, faulted and self.timer(f"faulted#{cid}").held(at) >= th.faulted_hold_s,
+            self._step(f"faulted#{cid}", faulted, faulted and self._held(f"faulted#{cid}", at) >= th.faulted_hold_s,
                        at, out, is_sample=is_sample, detail=f"充电桩故障：{where}状态 Faulted，错误码 {error}")
             current = body.current_a
             no_current = None if current is None else body.status == "Charging" and current < th.no_current_a
             self._step(f"charging_no_current#{cid}", no_current,
-                       bool(no_current) and self.timer(f"no_current#{cid}").held(at) >= th.no_current_hold_s, at, out,
+                       bool(no_current) and self._held(f"no_current#{cid}", at) >= th.no_current_hold_s, at, out,
                        is_sample=is_sample,
                        detail=f"充电无电流：{where}充电中电流 {current or 0:.2f} A（阈值 {th.no_current_a:g} A）")
             stuck = body.status in ("Preparing", "Finishing")
-            held = self.timer(f"stuck#{cid}").held(at)
+            held = self._held(f"stuck#{cid}", at)
             self._step(f"stuck_session#{cid}", stuck, stuck and held >= th.stuck_session_hold_s, at, out,
                        is_sample=is_sample, detail=f"充电会话卡住：{where}{body.status} 已 {held / 60:.0f} 分钟")
         window = timedelta(seconds=th.ev_comm_window_s)
-        while self.ev_errors and at - self.ev_errors[0][0] > window:
-            self.ev_errors.popleft()
-        sessions = len(self.ev_errors)
+        errors = self.ev_errors
+        if errors is not None:
+            while errors and at - errors[0][0] > window:
+                del errors[0]
+            if not errors:
+                self.ev_errors = None
+        sessions = len(errors) if errors else 0
         recurring = sessions >= th.ev_comm_sessions
         self._step("ev_comm_errors", recurring, recurring, at, out, is_sample=is_sample,
                    detail=f"车桩通信反复出错：{th.ev_comm_window_s / 3600:.0f} 小时内 {sessions} 个会话出现 EVCommunicationError")
@@ -132,16 +142,16 @@ class ChargerDetectors(DetectorBase):
 
     def _extra_dump(self) -> dict[str, Any]:
         return {
-            "samples": {str(c): b.model_dump(mode="json", exclude_none=True) for c, b in self.samples.items()},
-            "episodes": {k: dump_times(v) for k, v in self.episodes.items() if v},
-            "ev_errors": [[t.isoformat(), s] for t, s in self.ev_errors],
+            "samples": {str(c): b.dump() for c, b in self.samples.items()},
+            "episodes": {k: dump_times(v) for k, v in (self.episodes or {}).items() if v},
+            "ev_errors": [[t.isoformat(), s] for t, s in self.ev_errors or ()],
             "anonymous_sessions": self.anonymous_sessions, "last_connector": self.last_connector,
         }
 
     def _extra_load(self, data: dict[str, Any]) -> None:
-        self.samples = {int(c): ChargerTelemetry.model_validate(b, strict=False)
+        self.samples = {int(c): ConnectorSample.of(ChargerTelemetry.model_validate(b, strict=False))
                         for c, b in (data.get("samples") or {}).items()}
-        self.episodes = {k: load_times(v) for k, v in (data.get("episodes") or {}).items()}
-        self.ev_errors = deque((datetime.fromisoformat(t), str(s)) for t, s in data.get("ev_errors") or [])
+        self.episodes = {k: list(load_times(v)) for k, v in (data.get("episodes") or {}).items()} or None
+        self.ev_errors = [(datetime.fromisoformat(t), str(s)) for t, s in data.get("ev_errors") or []] or None
         self.anonymous_sessions = int(data.get("anonymous_sessions", 0))
         self.last_connector = int(data.get("last_connector", 1))

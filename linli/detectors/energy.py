@@ -15,8 +15,8 @@ not enter the baseline (a lasting fault must not become the new normal).
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from array import array
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -79,7 +79,9 @@ class EnergyBaseline:
     on_offset_min: int
     off_offset_min: int
     night: Night | None = None
-    baseline: deque[float] = field(default_factory=deque)
+    # The judged-normal nights' energies, oldest first: 8 bytes each, created when the first night
+    # completes (one of these per light: no container before that).
+    baseline: array[float] | None = None
     skipped: int = 0  # nights skipped so far (for the device page)
 
     def night_of(self, at: datetime) -> tuple[date, datetime, datetime] | None:
@@ -132,10 +134,10 @@ class EnergyBaseline:
         if energy is None:
             self.skipped += 1
             return None
-        if len(self.baseline) < self.th.energy_min_nights:
+        if self.baseline is None or len(self.baseline) < self.th.energy_min_nights:
             self._add(energy)
             return None
-        values = np.asarray(self.baseline, dtype=float)
+        values = np.array(self.baseline, dtype=float)  # a copy: a view would pin the array's size
         median = float(np.median(values))
         mad = float(np.median(np.abs(values - median)))
         spread = MAD_SCALE * max(mad, self.th.energy_mad_floor_pct / 100 * abs(median))
@@ -158,18 +160,21 @@ class EnergyBaseline:
         return (night.last_kwh - night.first_kwh) * length / covered
 
     def _add(self, energy: float) -> None:
+        if self.baseline is None:
+            self.baseline = array("d")
         self.baseline.append(energy)
-        while len(self.baseline) > self.th.energy_baseline_nights:
-            self.baseline.popleft()
+        excess = len(self.baseline) - self.th.energy_baseline_nights
+        if excess > 0:
+            del self.baseline[:excess]
 
     def dump(self) -> dict[str, Any]:
-        return {"night": self.night.dump() if self.night else None, "baseline": list(self.baseline),
+        return {"night": self.night.dump() if self.night else None, "baseline": list(self.baseline or ()),
                 "skipped": self.skipped, "on_offset_min": self.on_offset_min, "off_offset_min": self.off_offset_min}
 
     def load(self, data: dict[str, Any]) -> None:
         night = data.get("night")
         self.night = Night.load(night) if isinstance(night, dict) else None
-        self.baseline = deque(float(v) for v in data.get("baseline") or [])
+        self.baseline = array("d", (float(v) for v in data.get("baseline") or [])) or None
         self.skipped = int(data.get("skipped", 0))
         self.on_offset_min = int(data.get("on_offset_min", self.on_offset_min))
         self.off_offset_min = int(data.get("off_offset_min", self.off_offset_min))

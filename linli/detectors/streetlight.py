@@ -7,7 +7,6 @@ open or the supply is lost (voltage under ``supply_present_v``): their timers st
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +16,7 @@ from linli.catalog import Severity
 from linli.contract import Command, StreetlightTelemetry
 from linli.detectors.base import DetectorBase, Signal, _dt, _iso, dump_times, load_times
 from linli.detectors.energy import EnergyBaseline
+from linli.detectors.samples import LightSample
 from linli.detectors.thresholds import Thresholds
 from linli.site import Device, Site
 
@@ -25,6 +25,8 @@ _ENERGY_EXPLAINED = ("lamp_failure", "lamp_power_high", "lamp_power_low", "cycli
 
 
 class StreetlightDetectors(DetectorBase):
+    __slots__ = ("energy", "lit", "off_offset_min", "on_offset_min", "rated_w", "relay_closed_at", "sample",
+                 "seen_relay_open", "staff_on_until", "transitions", "tz")
     kind = "streetlight"
     OWNED = (
         "lamp_failure", "lamp_power_high", "lamp_power_low", "day_burning", "cycling", "supply_voltage_high",
@@ -38,11 +40,11 @@ class StreetlightDetectors(DetectorBase):
         schedule = site.spec.site.lighting_schedule
         self.on_offset_min, self.off_offset_min = schedule.on_offset_min, schedule.off_offset_min
         self.tz = ZoneInfo(site.spec.site.timezone)
-        self.sample: StreetlightTelemetry | None = None
+        self.sample: LightSample | None = None  # the latest telemetry (a tuple: kept per device)
         self.relay_closed_at: datetime | None = None
         self.seen_relay_open = False
         self.lit: bool | None = None  # the lamp's last lit/dark state while the relay is closed and warm
-        self.transitions: deque[datetime] = deque()
+        self.transitions: list[datetime] | None = None  # lit/dark changes within the cycling window; None: none
         self.staff_on_until: datetime | None = None
         self.energy = EnergyBaseline(site, thresholds, self.on_offset_min, self.off_offset_min)
 
@@ -60,18 +62,19 @@ class StreetlightDetectors(DetectorBase):
             elif params.get("relay") is False:
                 self.staff_on_until = None
         elif command.action == "set_schedule":
-            self.energy.mark(at, "a schedule change")
             on, off = params.get("on_offset_min"), params.get("off_offset_min")
-            if isinstance(on, int) and not isinstance(on, bool):
-                self.on_offset_min = self.energy.on_offset_min = on
-            if isinstance(off, int) and not isinstance(off, bool):
-                self.off_offset_min = self.energy.off_offset_min = off
+            on = on if isinstance(on, int) and not isinstance(on, bool) else self.on_offset_min
+            off = off if isinstance(off, int) and not isinstance(off, bool) else self.off_offset_min
+            if (on, off) != (self.on_offset_min, self.off_offset_min):  # a re-push of the same schedule changes nothing
+                self.energy.mark(at, "a schedule change")
+            self.on_offset_min = self.energy.on_offset_min = on
+            self.off_offset_min = self.energy.off_offset_min = off
 
     def _sample(self, body: Any, at: datetime) -> None:
         if not isinstance(body, StreetlightTelemetry):
             return
         th = self.th
-        self.sample = body
+        self.sample = body = LightSample.of(body)
         supplied = body.voltage_v >= th.supply_present_v
         if not body.relay:
             self.relay_closed_at, self.seen_relay_open, self.lit = None, True, None
@@ -82,12 +85,14 @@ class StreetlightDetectors(DetectorBase):
         warm = self._warm(at)
         lamp_seen = body.relay and supplied and dark is not None
         # lamp_failure: dark counted from the first dark sample, samples once warmed up.
-        self.timer("dark").feed(lamp_seen and dark, at)
-        self.timer("dark_warm").feed(lamp_seen and dark and warm, at)
+        self._feed("dark", lamp_seen and dark, at)
+        self._feed("dark_warm", lamp_seen and dark and warm, at)
         # cycling: a lit/dark change between two warm samples with the relay closed.
         if lamp_seen and warm:
             assert dark is not None
             if self.lit is not None and self.lit == dark:
+                if self.transitions is None:
+                    self.transitions = []
                 self.transitions.append(at)
             self.lit = not dark
         elif not (body.relay and supplied):
@@ -95,25 +100,25 @@ class StreetlightDetectors(DetectorBase):
         lit_warm = lamp_seen and warm and not dark
         expected = self._expected(body)
         tolerance = th.lamp_power_tolerance_pct / 100 * self.rated_w
-        self.timer("power_high").feed(lit_warm and body.power_w - expected > tolerance, at)
-        self.timer("power_low").feed(lit_warm and expected - body.power_w > tolerance, at)
-        self.timer("day").feed(self._day_burning(body, at), at)
-        self.timer("volt_high").feed(supplied and body.voltage_v > th.supply_voltage_high_v, at)
-        self.timer("volt_low").feed(supplied and body.voltage_v < th.supply_voltage_low_v, at)
-        self.timer("pf").feed(self._pf_low(body, at), at)
+        self._feed("power_high", lit_warm and body.power_w - expected > tolerance, at)
+        self._feed("power_low", lit_warm and expected - body.power_w > tolerance, at)
+        self._feed("day", self._day_burning(body, at), at)
+        self._feed("volt_high", supplied and body.voltage_v > th.supply_voltage_high_v, at)
+        self._feed("volt_low", supplied and body.voltage_v < th.supply_voltage_low_v, at)
+        self._feed("pf", self._pf_low(body, at), at)
         leak = body.leakage_ma if supplied else None
-        self.timer("leak_p2").feed(leak is not None and leak >= th.leakage_p2_ma, at)
-        self.timer("leak_p0").feed(leak is not None and leak >= th.leakage_p0_ma, at)
+        self._feed("leak_p2", leak is not None and leak >= th.leakage_p2_ma, at)
+        self._feed("leak_p0", leak is not None and leak >= th.leakage_p0_ma, at)
         if not supplied:
             self.energy.mark(at, "supply lost")
 
     # ------------------------------------------------------------ rules
 
-    def _expected(self, body: StreetlightTelemetry) -> float:
+    def _expected(self, body: LightSample) -> float:
         dim = body.dim_pct if body.dim_pct is not None else 100.0
         return self.rated_w * dim / 100 if body.relay else 0.0
 
-    def _dark(self, body: StreetlightTelemetry) -> bool | None:
+    def _dark(self, body: LightSample) -> bool | None:
         expected = self._expected(body)
         if expected <= 0:
             return None
@@ -150,14 +155,14 @@ class StreetlightDetectors(DetectorBase):
                 return end
         return None
 
-    def _day_burning(self, body: StreetlightTelemetry, at: datetime) -> bool | None:
+    def _day_burning(self, body: LightSample, at: datetime) -> bool | None:
         if not self._daylight(at) or body.voltage_v < self.th.supply_present_v:
             return None
         if self.staff_on_until is not None and at < self.staff_on_until:
             return None  # staff switched it on: lit by day on purpose
         return body.power_w > self.th.day_burning_pct / 100 * self.rated_w
 
-    def _pf_low(self, body: StreetlightTelemetry, at: datetime) -> bool | None:
+    def _pf_low(self, body: LightSample, at: datetime) -> bool | None:
         dark = self._dark(body)
         dim = body.dim_pct if body.dim_pct is not None else 100.0
         if (body.pf is None or dark is not False or not self._warm(at) or body.voltage_v < self.th.supply_present_v
@@ -177,9 +182,8 @@ class StreetlightDetectors(DetectorBase):
         lamp_seen = body.relay and supplied and dark is not None
 
         # lamp_failure: sample-confirmed (a tick must not finish a dark spell that may have relit).
-        dark_warm = self.timer("dark_warm")
-        ready = (lamp_seen and bool(dark) and dark_warm.samples >= th.lamp_failure_samples
-                 and self.timer("dark").held(sample_at) >= self._dark_needed_s())
+        ready = (lamp_seen and bool(dark) and self._count("dark_warm") >= th.lamp_failure_samples
+                 and self._held("dark", sample_at) >= self._dark_needed_s())
         cond = None if not lamp_seen or (dark and not self._warm(sample_at)) else bool(dark)
         self._step("lamp_failure", cond, ready, at, out, is_sample=is_sample, clear_s=0,
                    clear_samples=th.lamp_clear_samples,
@@ -188,21 +192,24 @@ class StreetlightDetectors(DetectorBase):
 
         lit_warm = lamp_seen and dark is False and self._warm(sample_at)
         for code, name, sign in (("lamp_power_high", "power_high", 1), ("lamp_power_low", "power_low", -1)):
-            timer = self.timer(name)
             off = sign * (body.power_w - expected)
             cond = (off > th.lamp_power_tolerance_pct / 100 * self.rated_w) if lit_warm else None
-            self._step(code, cond, bool(cond) and timer.held(at) >= th.lamp_power_hold_s, at, out, is_sample=is_sample,
+            self._step(code, cond, bool(cond) and self._held(name, at) >= th.lamp_power_hold_s, at, out, is_sample=is_sample,
                        detail=f"{'功率偏高' if sign > 0 else '功率偏低'}：{body.power_w:.1f} W，预期 {expected:.0f} W"
                               f"（允差 {th.lamp_power_tolerance_pct:g}% 额定 {self.rated_w:g} W）")
 
         day = self._day_burning(body, sample_at)
-        self._step("day_burning", day, bool(day) and self.timer("day").held(at) >= th.day_burning_hold_s, at, out,
+        self._step("day_burning", day, bool(day) and self._held("day", at) >= th.day_burning_hold_s, at, out,
                    is_sample=is_sample, detail=f"白天亮灯：功率 {body.power_w:.1f} W（额定 {self.rated_w:g} W）")
 
         window = timedelta(seconds=th.cycling_window_s)
-        while self.transitions and at - self.transitions[0] > window:
-            self.transitions.popleft()
-        count = len(self.transitions)
+        transitions = self.transitions
+        if transitions is not None:
+            while transitions and at - transitions[0] > window:
+                del transitions[0]
+            if not transitions:
+                self.transitions = None
+        count = len(transitions) if transitions else 0
         cycling = count >= th.cycling_transitions
         self._step("cycling", cycling, cycling, at, out, is_sample=is_sample,
                    detail=f"灯具闪烁：{th.cycling_window_s / 60:.0f} 分钟内亮灭变化 {count} 次（继电器保持闭合）")
@@ -212,20 +219,20 @@ class StreetlightDetectors(DetectorBase):
         volts = body.voltage_v
         high = volts > th.supply_voltage_high_v if supplied else None
         low = volts < th.supply_voltage_low_v if supplied else None
-        self._step("supply_voltage_high", high, bool(high) and self.timer("volt_high").held(at) >= th.supply_voltage_hold_s,
+        self._step("supply_voltage_high", high, bool(high) and self._held("volt_high", at) >= th.supply_voltage_hold_s,
                    at, out, is_sample=is_sample,
                    detail=f"供电电压偏高：{volts:.0f} V（上限 {th.supply_voltage_high_v:g} V）")
-        self._step("supply_voltage_low", low, bool(low) and self.timer("volt_low").held(at) >= th.supply_voltage_hold_s,
+        self._step("supply_voltage_low", low, bool(low) and self._held("volt_low", at) >= th.supply_voltage_hold_s,
                    at, out, is_sample=is_sample,
                    detail=f"供电电压偏低：{volts:.0f} V（下限 {th.supply_voltage_low_v:g} V）")
 
         pf = self._pf_low(body, sample_at)
-        self._step("power_factor_low", pf, bool(pf) and self.timer("pf").held(at) >= th.power_factor_hold_s, at, out,
+        self._step("power_factor_low", pf, bool(pf) and self._held("pf", at) >= th.power_factor_hold_s, at, out,
                    is_sample=is_sample, detail=f"功率因数低：{body.pf}（下限 {th.power_factor_min:g}，满功率）")
 
         leak = body.leakage_ma if supplied else None
-        p0 = leak is not None and leak >= th.leakage_p0_ma and self.timer("leak_p0").samples >= th.leakage_p0_samples
-        p2 = leak is not None and leak >= th.leakage_p2_ma and self.timer("leak_p2").held(at) >= th.leakage_p2_hold_s
+        p0 = leak is not None and leak >= th.leakage_p0_ma and self._count("leak_p0") >= th.leakage_p0_samples
+        p2 = leak is not None and leak >= th.leakage_p2_ma and self._held("leak_p2", at) >= th.leakage_p2_hold_s
         limit = th.leakage_p0_ma if p0 else th.leakage_p2_ma
         self._step("leakage", None if leak is None else leak >= th.leakage_p2_ma, p0 or p2, at, out,
                    is_sample=is_sample, severity=Severity.P0 if p0 else Severity.P2, clear_s=th.leakage_clear_after_s,
@@ -259,9 +266,9 @@ class StreetlightDetectors(DetectorBase):
     def _extra_dump(self) -> dict[str, Any]:
         return {
             "relay_closed_at": _iso(self.relay_closed_at), "seen_relay_open": self.seen_relay_open, "lit": self.lit,
-            "transitions": dump_times(self.transitions), "staff_on_until": _iso(self.staff_on_until),
+            "transitions": dump_times(self.transitions or []), "staff_on_until": _iso(self.staff_on_until),
             "on_offset_min": self.on_offset_min, "off_offset_min": self.off_offset_min,
-            "sample": self.sample.model_dump(mode="json", exclude_none=True) if self.sample else None,
+            "sample": self.sample.dump() if self.sample else None,
             "energy": self.energy.dump(),
         }
 
@@ -270,12 +277,13 @@ class StreetlightDetectors(DetectorBase):
         self.seen_relay_open = bool(data.get("seen_relay_open"))
         lit = data.get("lit")
         self.lit = lit if isinstance(lit, bool) else None
-        self.transitions = load_times(data.get("transitions"))
+        self.transitions = list(load_times(data.get("transitions"))) or None
         self.staff_on_until = _dt(data.get("staff_on_until"))
         self.on_offset_min = int(data.get("on_offset_min", self.on_offset_min))
         self.off_offset_min = int(data.get("off_offset_min", self.off_offset_min))
         sample = data.get("sample")
-        self.sample = StreetlightTelemetry.model_validate(sample, strict=False) if isinstance(sample, dict) else None
+        self.sample = (LightSample.of(StreetlightTelemetry.model_validate(sample, strict=False))
+                       if isinstance(sample, dict) else None)
         energy = data.get("energy")
         if isinstance(energy, dict):
             self.energy.load(energy)

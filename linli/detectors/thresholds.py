@@ -13,6 +13,7 @@ so ``linli.site`` can validate its ``detection`` section against it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -109,10 +110,22 @@ DEFAULTS = Thresholds()
 
 
 def thresholds_for(kind: str, overrides: Mapping[str, Any] | None = None) -> Thresholds:
-    """The thresholds of one device kind: the defaults with `overrides` applied (already checked)."""
+    """The thresholds of one device kind: the defaults with `overrides` applied (already checked).
+
+    Shared, not copied: every device of a site's kind gets the same (frozen) instance."""
     if not overrides:
         return DEFAULTS
-    return Thresholds.model_validate(DEFAULTS.model_dump() | dict(overrides))
+    try:  # the value's type is part of the key: 1 == True == 1.0, but they need not validate alike
+        key = tuple(sorted((name, type(value), value) for name, value in overrides.items()))
+        hash(key)
+    except TypeError:  # an unhashable value: it fails validation below, as it always did
+        return Thresholds.model_validate(DEFAULTS.model_dump() | dict(overrides))
+    return _with_overrides(key)
+
+
+@lru_cache(maxsize=256)
+def _with_overrides(overrides: tuple[tuple[str, type, Any], ...]) -> Thresholds:
+    return Thresholds.model_validate(DEFAULTS.model_dump() | {name: value for name, _, value in overrides})
 
 
 def override_problems(kind: str, overrides: Mapping[str, Any], where: str) -> list[tuple[str, str]]:

@@ -25,6 +25,17 @@ SNAPSHOT_VERSION = 2
 SUPPLY_LOSS = "supply_loss"  # a light's child fault: no supply (< 50 V) while its circuit should be powered
 # Faults that make the platform take a charger out of use, and bring it back when the ticket is resolved.
 UNSAFE_CHARGER_FAULTS = frozenset({"ground_failure", "power_switch_failure"})
+# Tickets with no detector of their own (residents' report categories, staff tickets) are verified by
+# the detectors that see what they describe, or by the kind's core faults.
+PROXY_CODES: dict[str, tuple[str, ...]] = {
+    "light_out": ("lamp_failure",), "light_flicker": ("cycling",), "light_on_by_day": ("day_burning",),
+}
+CORE_CODES: dict[str, tuple[str, ...]] = {
+    "streetlight": ("lamp_failure", "cycling"),
+    "elevator": ("trapped", "stopped_outside_zone", "safety_circuit_open", "door_fault", "out_of_service"),
+    "charger": ("faulted", "ground_failure", "power_switch_failure"),
+}
+NO_CODES: frozenset[str] = frozenset()  # DeviceLive's active/silenced when empty, shared by every device
 
 
 @dataclass(slots=True)
@@ -115,14 +126,18 @@ class DeviceLive:
     dirty: bool = True
     detectors: DeviceDetectors | None = None
     seqs: SeqWindow = field(default_factory=SeqWindow)
-    active: set[str] = field(default_factory=set)  # the detectors' faults holding now
-    silenced: set[str] = field(default_factory=set)  # of those, raised during maintenance: no ticket yet
+    # Immutable, replaced on change (rare); empty, they are the one shared NO_CODES (an empty set
+    # costs 216 bytes, twice per device).
+    active: frozenset[str] = NO_CODES  # the detectors' faults holding now
+    silenced: frozenset[str] = NO_CODES  # of those, raised during maintenance: no ticket yet
+    schedule_sent: tuple[int, int] | None = None  # a streetlight: the (on, off) offsets last pushed to it
 
     def snapshot(self) -> dict[str, Any]:
         """What the columns of `device_states` do not hold, as JSON: restored by `restore` after a restart."""
         state: dict[str, Any] = {
             "v": SNAPSHOT_VERSION, "interval_s": self.interval_s, "offline_active": self.offline_active,
             "last_ts_ms": self.last_ts_ms, "supply_lost": self.supply_lost,
+            "schedule_sent": list(self.schedule_sent) if self.schedule_sent else None,
             "active": sorted(self.active), "silenced": sorted(self.silenced),
             "seqs": {"top": self.seqs.top, "seen": format(self.seqs.seen, "x"), "gaps": self.seqs.gaps,
                      "out_of_order": self.seqs.out_of_order},
@@ -144,8 +159,10 @@ class DeviceLive:
         self.interval_s = int(snapshot.get("interval_s") or self.interval_s)
         self.offline_active = bool(snapshot.get("offline_active"))
         self.supply_lost = bool(snapshot.get("supply_lost"))
-        self.active = set(snapshot.get("active") or ())
-        self.silenced = set(snapshot.get("silenced") or ())
+        sent = snapshot.get("schedule_sent")  # a restart re-pushes nothing the light already has
+        self.schedule_sent = (int(sent[0]), int(sent[1])) if isinstance(sent, list) and len(sent) == 2 else None
+        self.active = frozenset(snapshot.get("active") or ()) or NO_CODES
+        self.silenced = frozenset(snapshot.get("silenced") or ()) or NO_CODES
         self.last_ts_ms = snapshot.get("last_ts_ms")
         seqs = snapshot.get("seqs") or {}
         self.seqs = SeqWindow(int(seqs.get("top", -1)), int(seqs.get("seen", "0"), 16), int(seqs.get("gaps", 0)),
@@ -184,9 +201,11 @@ class Engine:
         self._correlators: dict[str, Correlator] = {}
         self._maintenance: list[MaintenanceWindow] = []
         self._verifier = Verifier()
+        self._schedules_due = True  # sites served anew or reloaded: their lights may need the schedule
         self._build(sites, now, keep={})
 
     def _build(self, sites: SiteRegistry, now: datetime, keep: dict[tuple[str, str], DeviceLive]) -> None:
+        self._schedules_due = True
         for site in sites:
             for device in site.devices.values():
                 key = (site.id, device.id)
@@ -452,20 +471,20 @@ class Engine:
         for signal in signals:
             subject = Subject("device", device.id)
             if not signal.active:
-                live.active.discard(signal.code)
+                live.active = live.active - {signal.code} or NO_CODES
                 if signal.code in live.silenced:
-                    live.silenced.discard(signal.code)
+                    live.silenced = live.silenced - {signal.code} or NO_CODES
                     continue
                 if signal.code == "power_loss":
                     decisions.extend(correlator.child_cleared(device.id, "power_loss", "power_loss", now))
                 else:
                     decisions.append(FaultCleared(site.id, subject, signal.code, now))
                 continue
-            live.active.add(signal.code)
+            live.active |= {signal.code}
             raised = FaultRaised(site.id, subject, signal.code, signal.severity, device.kind, (device.id,), now,
                                  signal.detail, parent=correlator.parent_of(device.id))
             if signal.severity is not Severity.P0 and self._silenced(site, device, now):
-                live.silenced.add(signal.code)  # P0 is never silenced, not even by planned work
+                live.silenced |= {signal.code}  # P0 is never silenced, not even by planned work
                 continue
             if signal.code in UNSAFE_CHARGER_FAULTS:
                 decisions.append(DeviceCommand(site.id, device.id, "set_available", {"available": False},
@@ -474,6 +493,28 @@ class Engine:
                 decisions.extend(correlator.child_raised(raised, "power_loss"))
             else:
                 decisions.append(raised)  # P0 is never delayed, grouped or suppressed
+        return decisions
+
+    def schedule_pushes(self) -> list[Decision]:
+        """`set_schedule` to every streetlight that has not had its site's current schedule: when
+        the gateway starts serving a site (start, lease taken over, light added) and when an edited site
+        file changes `lighting_schedule`. Controllers keep the offsets and switch on their own."""
+        if not self._schedules_due:
+            return []
+        self._schedules_due = False
+        decisions: list[Decision] = []
+        for live in self._live.values():
+            if live.kind != "streetlight":
+                continue
+            schedule = self._sites[live.site].spec.site.lighting_schedule
+            offsets = (schedule.on_offset_min, schedule.off_offset_min)
+            if live.schedule_sent == offsets:
+                continue
+            live.schedule_sent = offsets
+            live.dirty = True  # saved with its state: a restart does not push it again
+            decisions.append(DeviceCommand(live.site, live.device_id, "set_schedule",
+                                           {"on_offset_min": offsets[0], "off_offset_min": offsets[1]},
+                                           "照明时间表（日落/日出偏移）下发"))
         return decisions
 
     def _silenced(self, site: Site, device: Device, now: datetime) -> bool:
@@ -492,7 +533,7 @@ class Engine:
             for code in sorted(live.silenced):
                 decisions.append(FaultRaised(site.id, Subject("device", device.id), code, FAULTS[code].severity,
                                              device.kind, (device.id,), now, "故障在计划维护结束后仍存在"))
-            live.silenced.clear()
+            live.silenced = NO_CODES
             live.dirty = True
         return decisions
 
@@ -512,6 +553,8 @@ class Engine:
                 health[fault] = not detectors.supply_lost()
             elif fault == "intermittent":
                 health[fault] = not live.active
+            elif fault not in FAULTS:  # a resident's report or a staff ticket: no detector of its own
+                health[fault] = _proxy_health(detectors, PROXY_CODES.get(fault) or CORE_CODES.get(live.kind, ()))
             else:
                 health[fault] = detectors.healthy(fault)
         trips = body.trips if isinstance(body, ElevatorTelemetry) else None
@@ -535,6 +578,14 @@ class Engine:
             severity = Severity.P2
         raised = FaultRaised(site.id, Subject("device", device.id), "offline", severity, device.kind, (device.id,), now, why)
         return self._correlators[site.id].child_raised(raised, "offline")
+
+
+def _proxy_health(detectors: DeviceDetectors, codes: Iterable[str]) -> bool | None:
+    """Unhealthy if any of `codes` says so, healthy if any says so and none objects, else no evidence."""
+    verdicts = [detectors.healthy(code) for code in codes]
+    if any(v is False for v in verdicts):
+        return False
+    return True if any(v is True for v in verdicts) else None
 
 
 def _soak_ended(soak: Soak, outcome: SoakOutcome, at: datetime) -> SoakEnded:

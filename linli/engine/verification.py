@@ -73,7 +73,7 @@ class Soak:
 def soak_window(site: Site, resolution: Resolution, after: datetime) -> tuple[datetime, datetime | None]:
     """When the soak of `resolution` starts and (for time-based soaks) ends, from `after` on."""
     if resolution.kind == "streetlight":
-        return _next_full_period(site, after, day=resolution.fault == "day_burning")
+        return _next_full_period(site, after, day=resolution.fault in ("day_burning", "light_on_by_day"))
     if resolution.kind == "charger":
         return after, after + CHARGER_SOAK
     return after, None

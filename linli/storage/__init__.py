@@ -4,6 +4,7 @@ SQLite by default, PostgreSQL by URL; the schema is owned by the Alembic migrati
 ``linli/migrations``. Gateway and API share this package, never each other's code.
 """
 
+from linli.storage.commands import DeviceCommandRow
 from linli.storage.db import Database, migrate
 from linli.storage.leases import SiteLease
 from linli.storage.maintenance import MaintenanceWindowRow
@@ -20,9 +21,11 @@ from linli.storage.models import (
     User,
 )
 from linli.storage.notifications import Notification, NotificationStatus
+from linli.storage.published_reports import PublishedMonthlyReport
 
 __all__ = [
-    "Base", "Database", "DeadLetter", "DeviceCredential", "DeviceEngineState", "DeviceLifecycleEvent", "DeviceState",
-    "MaintenanceWindowRow", "Notification", "NotificationStatus", "ResidentReport",
+    "Base", "Database", "DeadLetter", "DeviceCommandRow", "DeviceCredential", "DeviceEngineState",
+    "DeviceLifecycleEvent", "DeviceState",
+    "MaintenanceWindowRow", "Notification", "NotificationStatus", "PublishedMonthlyReport", "ResidentReport",
     "SiteLease", "TicketEventRow", "TicketRow", "User", "migrate",
 ]

@@ -88,10 +88,20 @@ def _text_ok(s: object) -> bool:
     )
 
 
+# Shapes (measurement, tag names, field names) whose names have passed every check of `_problem`:
+# a point of a known shape needs only its values checked. Bounded: odd input cannot grow it forever.
+_GOOD_SHAPES: set[tuple[object, tuple[object, ...], tuple[object, ...]]] = set()
+_GOOD_SHAPES_MAX = 4096
+
+
 def normalize(points: Sequence[Point]) -> list[Point]:
     """Validate points and turn int fields into floats; StoreRejected names the first bad one."""
     out: list[Point] = []
     for p in points:
+        known = _known_shape(p)
+        if known is not None:
+            out.append(known)
+            continue
         problem = _problem(p)
         if problem:
             raise StoreRejected(f"invalid point {p!r}: {problem}")
@@ -100,7 +110,46 @@ def normalize(points: Sequence[Point]) -> list[Point]:
             for k, v in p.fields.items()
         }
         out.append(Point(p.measurement, dict(p.tags), fields, p.ts_ms))
+        try:
+            if len(_GOOD_SHAPES) >= _GOOD_SHAPES_MAX:
+                _GOOD_SHAPES.clear()
+            _GOOD_SHAPES.add((p.measurement, tuple(p.tags), tuple(p.fields)))
+        except TypeError:  # an unhashable measurement: checked in full every time
+            pass
     return out
+
+
+def _known_shape(p: Point) -> Point | None:
+    """The normalized point when its shape is known good and its values pass `_problem`'s value
+    checks; None sends it through the full check (which also words any problem exactly as before)."""
+    tags, fields, ts_ms = p.tags, p.fields, p.ts_ms
+    if type(tags) is not dict or type(fields) is not dict or type(ts_ms) is not int:
+        return None
+    try:
+        if (p.measurement, tuple(tags), tuple(fields)) not in _GOOD_SHAPES:
+            return None
+    except TypeError:
+        return None
+    for v in tags.values():
+        if type(v) is not str or not v or "\n" in v or "\r" in v or v.endswith("\\"):
+            return None
+    normal: dict[str, FieldValue] = {}
+    for k, value in fields.items():
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return None
+            normal[k] = value
+        elif kind is int:
+            try:
+                normal[k] = float(value)  # overflows exactly when `_problem`'s math.isfinite would
+            except OverflowError:
+                return None
+        elif kind is bool or kind is str:
+            normal[k] = value
+        else:
+            return None
+    return Point(p.measurement, dict(tags), normal, ts_ms)
 
 
 def _problem(p: Point) -> str | None:

@@ -204,3 +204,23 @@ def test_relapse_during_the_soak_reopens_to_the_same_technician(database: Databa
     assert view.status is TicketStatus.OPEN and view.reopen_count == 1 and view.assignee == "wang"
     assert [t.id for t in rig.tickets() if t.fault == "lamp_failure"] == [ticket.id]  # the same ticket
     assert view.subject == Subject("device", light)
+
+
+def test_a_residents_ticket_on_a_light_is_verified_by_the_lights_whole_health(database: Database, tmp_path: Path) -> None:
+    """A resident's `light_out` has no detector of its own: the light healthy through its night verifies it."""
+    rig = Rig(database, tmp_path)
+    light = lights("C1")[3]
+    rig.run(60, every_s=30, devices=[light])
+    now = rig.clock.now()
+    opened = {"site": "wanmei", "subject_type": "device", "subject_id": light, "fault": "light_out", "severity": "P2",
+              "teams": ["grid"], "source": "resident", "device_ids": [light], "ack_due_at": now.isoformat(),
+              "start_due_at": None, "resolve_due_at": now.isoformat()}
+    with database.session() as session:
+        row = append_event(session, None, TicketEvent(EventType.OPENED, now, "resident", "路灯不亮", opened))
+        ticket_id = row.id
+    rig.act(ticket_id, (EventType.ACKNOWLEDGED, "zhou", {"team": "grid"}), (EventType.RESOLVED, "zhou", {}))
+    view = rig.view(ticket_id)
+    resolution = Resolution(ticket_id, "wanmei", view.subject, view.fault, "streetlight", view.device_ids, now)
+    rig.pipeline.tick_with(rig.engine.sync_resolutions([resolution], now), now)
+    rig.run(36 * 3600, every_s=60, tick_s=60, devices=[light])
+    assert rig.view(ticket_id).status is TicketStatus.CLOSED

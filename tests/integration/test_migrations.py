@@ -31,13 +31,15 @@ from linli.tickets import TicketStatus
 
 OPENED = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TABLES_0001 = {"users", "tickets", "ticket_events", "dead_letters", "device_states"}
-HEAD = "0006"  # the latest revision
+HEAD = "0008"  # the latest revision
 TABLES_0002 = {"device_credentials", "device_lifecycle_events", "resident_reports"}
 TABLES_0003 = {"device_engine_states"}
 TABLES_0004: set[str] = {"site_leases"}  # site leases (standby gateways)
 TABLES_0005 = {"notifications"}
 TABLES_0006: set[str] = {"maintenance_windows"}  # fault engine: maintenance windows
-TABLES_LATER = TABLES_0002 | TABLES_0003 | TABLES_0004 | TABLES_0005 | TABLES_0006
+TABLES_0007: set[str] = {"device_commands"}  # commands to devices and their outcomes
+TABLES_0008: set[str] = {"published_monthly_reports"}  # monthly reports frozen when published
+TABLES_LATER = TABLES_0002 | TABLES_0003 | TABLES_0004 | TABLES_0005 | TABLES_0006 | TABLES_0007 | TABLES_0008
 
 
 @pytest.fixture

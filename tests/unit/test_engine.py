@@ -12,7 +12,7 @@ from linli.catalog import Severity
 from linli.clock import ManualClock, to_ms
 from linli.contract import Message, parse
 from linli.engine import Decision, Engine, FaultCleared, FaultRaised
-from linli.engine.decisions import MemberChanged
+from linli.engine.decisions import DeviceCommand, MemberChanged
 from linli.site import SiteRegistry, builtin_site_path
 
 NIGHT = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)  # 21:00 in Fujian
@@ -211,3 +211,18 @@ def test_duplicates_are_recognised_by_seq_and_a_reboot_resets_them(seq_after_reb
     assert rig.engine.is_duplicate(message(seq_after_reboot))
     rig.send("SL-07", "status", {"online": True, "boot": 2})
     assert not rig.engine.is_duplicate(message(seq_after_reboot))
+
+
+def test_the_schedule_is_pushed_once_and_not_again_after_a_restart() -> None:
+    first = Engine(SITES, NIGHT)
+    pushed = [d for d in first.schedule_pushes() if isinstance(d, DeviceCommand)]
+    lights = {d.id for d in SITES["wanmei"].devices.values() if d.kind == "streetlight"}
+    assert {c.device_id for c in pushed} == lights and all(c.action == "set_schedule" for c in pushed)
+    assert first.schedule_pushes() == []
+    again = Engine(SITES, NIGHT + timedelta(minutes=5))  # the gateway restarted: state from the database
+    for live in first.devices():
+        restored = again.live(live.site, live.device_id)
+        assert restored is not None
+        restored.restore(online=live.online, last_seen=live.last_seen, status=live.status, last=live.last,
+                         last_seq=live.last_seq, boot=live.boot, snapshot=live.snapshot())
+    assert again.schedule_pushes() == []
