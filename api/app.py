@@ -17,10 +17,14 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import openapi_doc
+from api.live import LiveHub
 from api.routes import auth, devices, health, operator, public, tickets
 from api.routes import commands as command_routes
+from api.routes import events as event_routes
 from api.routes import maintenance as maintenance_routes
 from api.routes import reports as report_routes
+from api.routes import sites as site_routes
 from api.routes import teams as team_routes
 from api.routes import uploads as upload_routes
 from api.routes import users as user_routes
@@ -36,6 +40,7 @@ from linli.tsdb import StoreError, TimeSeriesStore, open_store
 log = logging.getLogger(__name__)
 
 RESIDENT_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "resident"
+CREW_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "crew"
 API_PREFIX = "/api/v1"
 # The resident page loads nothing from elsewhere and runs no inline code.
 PAGE_CSP = (
@@ -95,11 +100,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         _bootstrap_admin(db, settings, sites, app.state.clock)
         app.state.site_source, app.state.db, app.state.store = source, db, store
+        # live updates (SSE): the gateway's events from MQTT, fanned out to the streams
+        app.state.live = live = LiveHub(settings=settings, db=db, sites=lambda: source.current, clock=app.state.clock)
+        live.start()
         log.info("serving sites %s; database %s; time-series store %s",
                  ", ".join(sites.ids()), db.engine.url.render_as_string(hide_password=True),
                  store.url_redacted if store else "unavailable")
         yield
     finally:
+        if getattr(app.state, "live", None) is not None:
+            app.state.live.stop()
         if store is not None:
             store.close()
         db.close()
@@ -162,6 +172,16 @@ async def _on_data_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_number_overflow(_request: Request, exc: Exception) -> JSONResponse:
+    # An id or offset past the database's 64-bit integers (SQLite's driver raises OverflowError): the
+    # client's input, found by the OpenAPI fuzzer; it names nothing that can exist.
+    log.warning("a number out of range reached the database: %s", exc)
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        content={"detail": "a number in the request is out of range (ids and offsets are below 2^63)"},
+    )
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """The API for `settings` (default: from the environment). Sites, database and store open in
     the lifespan, so use ``TestClient(app)`` as a context manager."""
@@ -178,6 +198,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(OperationalError, _on_database_down)
     app.add_exception_handler(DataError, _on_data_error)
+    app.add_exception_handler(OverflowError, _on_number_overflow)
 
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX)
@@ -188,6 +209,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         v1.include_router(workflow.router)
     v1.include_router(report_routes.router)  # the monthly report for the three-party meeting
     v1.include_router(upload_routes.router)  # residents' reports and their photos, for staff
+    v1.include_router(event_routes.router)  # live updates over Server-Sent Events
+    v1.include_router(site_routes.router)  # the site plan the crew dashboard draws
     app.include_router(v1)
 
     @app.get("/", include_in_schema=False)
@@ -198,5 +221,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
         )
 
+    @app.get("/crew", include_in_schema=False)
+    def crew_dashboard() -> FileResponse:
+        return FileResponse(
+            CREW_DIR / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+        )
+
     app.mount("/static/resident", StaticFiles(directory=RESIDENT_DIR), name="resident")
+    app.mount("/static/crew", StaticFiles(directory=CREW_DIR), name="crew")
+    openapi_doc.install(app)  # every operation's 400/401 and error bodies in /openapi.json
     return app

@@ -181,6 +181,25 @@ class HistoryEntry(_Out):
 
 
 class TicketPublic(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 12, "site": "wanmei", "title": "中心广场7号灯 · 灯具不亮", "subject": {"type": "device", "id": "SL-07"},
+        "device_id": "SL-07", "device_ids": ["SL-07"], "fault": "lamp_failure",
+        "fault_name": {"zh": "灯具不亮", "en": "Lamp failure"}, "severity": "P2", "teams": ["property"],
+        "acks": {"property": {"by": "zhao", "at": "2026-11-26T11:20:00Z"}}, "assignee": "zhao",
+        "status": "in_progress", "source": "detector", "opened_at": "2026-11-26T11:00:00Z",
+        "ack_due_at": "2026-11-26T12:00:00Z", "start_due_at": None, "resolve_due_at": "2026-11-27T11:00:00Z",
+        "acknowledged_at": "2026-11-26T11:20:00Z", "acknowledged_by": "zhao", "resolved_at": None, "closed_at": None,
+        "parent_id": None, "signal_cleared_at": None, "reopen_count": 0, "version": 3,
+        "history": [
+            {"type": "opened", "at": "2026-11-26T11:00:00Z", "actor": "system", "from": None, "to": "open",
+             "note": "detected"},
+            {"type": "acknowledged", "at": "2026-11-26T11:20:00Z", "actor": "zhao", "from": "open",
+             "to": "acknowledged", "team": "property"},
+            {"type": "started", "at": "2026-11-26T11:45:00Z", "actor": "zhao", "from": "acknowledged",
+             "to": "in_progress", "note": "到场处理"},
+        ],
+    }]})
+
     id: int
     site: str
     title: str | None = Field(description="a short human title, e.g. '中心广场7号灯 · 灯具不亮'")

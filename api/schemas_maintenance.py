@@ -36,6 +36,12 @@ class MaintenanceRequest(BaseModel):
 
 
 class MaintenancePublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 4, "site": "wanmei", "subject": {"type": "circuit", "id": "C1"}, "starts_at": "2026-11-27T01:00:00Z",
+        "ends_at": "2026-11-27T05:00:00Z", "reason": "更换C1回路电缆", "created_by": "wang",
+        "created_at": "2026-11-26T12:00:00Z", "active": False,
+    }]})
+
     id: int
     site: str
     subject: MaintenanceSubject

@@ -73,6 +73,10 @@ class HazardRequest(BaseModel):
 
 
 class ReportCreated(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "q2V8mXc0Rk4Yt9LwZp3a1g", "ticket_id": 12, "duplicate_of": 12, "photos": 1},
+    ]})
+
     id: str = Field(description="the report's id, also its access token: keep it to follow the repair")
     ticket_id: int = Field(description="the ticket it opened or joined")
     duplicate_of: int | None = Field(description="the ticket that was already open for the device, when it joined one")
@@ -98,6 +102,18 @@ class ReportTicket(BaseModel):
 
 class ReportPublic(BaseModel):
     """What the reporter sees of their report: its ticket's progress, their own photos; never a contact."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "q2V8mXc0Rk4Yt9LwZp3a1g", "site": "wanmei", "source": "resident", "category": "light_out",
+        "category_name": {"zh": "路灯不亮", "en": "Streetlight out"}, "description": "广场7号灯晚上不亮",
+        "device_id": "SL-07", "created_at": "2026-11-26T11:30:00Z",
+        "photos": ["/api/v1/public/reports/q2V8mXc0Rk4Yt9LwZp3a1g/photos/3f9a1c.jpg"],
+        "ticket": {"id": 12, "fault_name": {"zh": "灯具不亮", "en": "Lamp failure"}, "status": "acknowledged",
+                   "opened_at": "2026-11-26T11:00:00Z", "acknowledged_at": "2026-11-26T11:20:00Z", "resolved_at": None,
+                   "closed_at": None, "device_ids": ["SL-07"],
+                   "progress": [{"status": "open", "at": "2026-11-26T11:00:00Z"},
+                                {"status": "acknowledged", "at": "2026-11-26T11:20:00Z"}]},
+    }]})
 
     id: str
     site: str

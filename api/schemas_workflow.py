@@ -206,6 +206,13 @@ class CommandSent(_Out):
 
 
 class CommandPublic(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "c_5b1e0c2a9f", "site": "wanmei", "device_id": "SL-07", "action": "set_light",
+        "params": {"relay": True, "dim_pct": 70}, "status": "acked", "requested_by": "wang", "reason": "夜间巡检试灯",
+        "sent_at": "2026-11-26T12:00:00Z", "expires_at": "2026-11-26T12:05:00Z",
+        "answered_at": "2026-11-26T12:00:01Z", "error": None,
+    }]})
+
     id: str
     site: str
     device_id: str

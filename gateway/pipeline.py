@@ -43,6 +43,14 @@ STATE_SAVE_EVERY_S = 5.0  # under load, live state rows are saved at most this o
 REPLAY_AFTER_MS = 60_000  # a device-stamped ts older than this on arrival: the device replays its buffer
 STORE_REJECTED = "store_rejected"  # dead-letter reason of a point the time-series store refused
 OWN_COMMANDS_KEPT = 100_000  # ids of our own commands remembered (a schedule push per light, then a few)
+DEVICE_EVENT_EVERY_S = 5.0  # a device's readings go out on linli/v1/{site}/events at most this often
+# What the API's live streams carry of a device, per kind: (state fields, sent at once when they change;
+# reading fields, sent at most every DEVICE_EVENT_EVERY_S). Online/offline is always a state change.
+LIVE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "streetlight": (("relay",), ("power_w", "voltage_v")),
+    "elevator": (("mode",), ("floor",)),
+    "charger": (("status",), ()),
+}
 
 
 @dataclass(slots=True)
@@ -96,6 +104,10 @@ class Pipeline:
         self._tags: dict[tuple[str, str], dict[str, str]] = {}  # a telemetry point's tags, per device
         self._state_statements: tuple[Any, Any] | None = None
         self._states_saved_at = time.monotonic()
+        # Device events for the API's live streams: per device (monotonic time sent, state, readings)
+        # last published, and the devices whose changed readings wait for their next slot.
+        self._announced: dict[tuple[str, str], tuple[float, tuple[Any, ...], tuple[Any, ...]]] = {}
+        self._unannounced: dict[tuple[str, str], DeviceLive] = {}
         self.use_sites(sites)
 
     def use_sites(self, sites: SiteRegistry) -> None:
@@ -187,6 +199,8 @@ class Pipeline:
 
     def tick(self, now: datetime, *, backlog: bool = False) -> list[TicketChange]:
         decisions = self._engine.tick(now)
+        if self._unannounced and self._publish is not None:  # readings held back by the rate limit
+            self._announce(list(self._unannounced.values()), now)
         if not decisions and ((backlog and not self._state_save_due()) or not any(
                 live.dirty for live in self._engine.devices())):
             return []
@@ -250,7 +264,37 @@ class Pipeline:
                     "type": "ticket", "ticket_id": change.ticket_id, "event": change.event.value,
                     "status": change.status.value, "at": now.isoformat(),
                 }).encode())
+            if dirty:
+                self._announce(dirty, now)
         return changes
+
+    def _announce(self, devices: Sequence[DeviceLive], now: datetime) -> None:
+        """Device events (``docs/live-updates.md``) for the devices whose live state changed: online or a
+        state field at once, other readings at most every DEVICE_EVENT_EVERY_S per device. An unchanged
+        device costs a few dict reads and a tuple comparison; JSON is built only for what goes out."""
+        assert self._publish is not None
+        mono = time.monotonic()
+        for live in devices:
+            state_fields, reading_fields = LIVE_FIELDS.get(live.kind, ((), ()))
+            last = live.last
+            state = (live.online, *[last.get(name) for name in state_fields])
+            readings = tuple(last.get(name) for name in reading_fields)
+            key = (live.site, live.device_id)
+            sent = self._announced.get(key)
+            if sent is not None and sent[1] == state:
+                if sent[2] == readings:
+                    self._unannounced.pop(key, None)
+                    continue
+                if mono - sent[0] < DEVICE_EVENT_EVERY_S:
+                    self._unannounced[key] = live
+                    continue
+            self._unannounced.pop(key, None)
+            self._announced[key] = (mono, state, readings)
+            values = {name: last[name] for name in (*state_fields, *reading_fields) if last.get(name) is not None}
+            self._publish(f"linli/v1/{live.site}/events", _JSON.encode({
+                "type": "device", "device_id": live.device_id, "kind": live.kind, "online": live.online,
+                "last": values, "at": now.isoformat(),
+            }).encode())
 
     def _record_ack(self, session: Any, message: Message, now: datetime) -> None:
         body = message.body

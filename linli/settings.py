@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     report_limit_per_ip: int = Field(10, ge=1, description="public reports one client address may send per hour")
     report_limit_per_device: int = Field(30, ge=1, description="public reports on one device per hour, from everyone")
+    # live updates over Server-Sent Events (docs/live-updates.md)
+    live_updates: bool = Field(True, description="the API subscribes to the gateway's events for /api/v1/events")
+    live_keepalive_s: float = Field(15.0, gt=0, le=300, description="seconds between keep-alive comments on a stream")
+    live_client_queue: int = Field(500, ge=10, le=100_000, description="events a stream may fall behind before it is dropped")
+    live_ticket_poll_s: float = Field(2.0, gt=0, le=60, description="how often the API looks for ticket changes made elsewhere")
 
     @field_validator("mqtt_url")
     @classmethod

@@ -2,7 +2,7 @@
 # The whole test suite: installs and starts what the tests need, then ruff, mypy and pytest.
 #   ./scripts/test.sh               everything
 #   ./scripts/test.sh -k lamp       extra arguments go to pytest
-# Servers: Mosquitto, InfluxDB 1.x and VictoriaMetrics come from Debian's packages when run as
+# Servers: Mosquitto, InfluxDB 1.x and VictoriaMetrics (and Chromium for the browser tests) come from Debian's packages when run as
 # root (the tests start their own instances on free ports), or from testcontainers when a Docker
 # engine answers. PostgreSQL: $LINLI_TEST_PG_URL, else the local server on 127.0.0.1:5432.
 set -euo pipefail
@@ -13,6 +13,10 @@ need=()
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 [ -x /usr/bin/influxd ] || need+=(influxdb)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+# Browser tests: Debian's Chromium, driven by the pinned Playwright (no browser download), and
+# CJK fonts so the Chinese pages render in screenshots.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test: installing ${need[*]} from Debian's packages"

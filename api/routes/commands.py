@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
 from api.deps import ClockDep, CurrentUser, SessionDep, SettingsDep, SitesDep, VisibleSites
-from api.routes.devices import DEVICE_LOOKUP_ERRORS, SiteQuery, resolve_device
+from api.routes.devices import DEVICE_LOOKUP_ERRORS, DeviceIdPath, SiteQuery, resolve_device
 from api.schemas_workflow import CommandPublic, CommandRequest, CommandSent, CommandsPublic
 from linli.commands import command_message
 from linli.settings import Settings
@@ -139,7 +139,7 @@ def command_public(row: DeviceCommandRow, now: datetime) -> CommandPublic:
     },
 )
 def send_command(
-    device_id: str, body: CommandRequest, *, session: SessionDep, user: CurrentUser, sites: SitesDep,
+    device_id: DeviceIdPath, body: CommandRequest, *, session: SessionDep, user: CurrentUser, sites: SitesDep,
     visible: VisibleSites, settings: SettingsDep, clock: ClockDep, site: SiteQuery = None,
 ) -> CommandSent:
     """Publish a command to the device (manager; technician of the team maintaining its kind). Follow it
@@ -176,7 +176,7 @@ def send_command(
 
 @router.get("/devices/{device_id}/commands", response_model=CommandsPublic, responses=DEVICE_LOOKUP_ERRORS)
 def list_commands(
-    device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, clock: ClockDep,
+    device_id: DeviceIdPath, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, clock: ClockDep,
     site: SiteQuery = None, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> CommandsPublic:
     """The device's audit trail: every command sent to it (by people and automatic actions), newest first,

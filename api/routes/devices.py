@@ -7,7 +7,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from api.deps import ClockDep, SessionDep, SitesDep, StoreDep, VisibleSites
 from api.schemas import DeviceDetailPublic, DevicesPublic, Health, LifecyclePublic, TelemetryPoint, TelemetryPublic
@@ -21,8 +21,9 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 DEFAULT_TELEMETRY_WINDOW = timedelta(hours=24)
 SiteQuery = Annotated[
     str | None,
-    Query(description="site id; may be left out when the device id is unique among the sites you see"),
+    Query(description="site id; may be left out when the device id is unique among the sites you see", examples=["wanmei"]),
 ]
+DeviceIdPath = Annotated[str, Path(description="the device's id in its site's file", examples=["SL-07"])]
 
 
 def site_or_404(sites: SiteRegistry, visible: list[str], site_id: str) -> Site:
@@ -51,7 +52,7 @@ def resolve_device(sites: SiteRegistry, visible: list[str], device_id: str, site
     return holders[0], holders[0].devices[device_id]
 
 
-@router.get("", response_model=DevicesPublic)
+@router.get("", response_model=DevicesPublic, responses={404: {"description": "no such site among yours (`site`)"}})
 def list_devices(
     *,
     session: SessionDep,
@@ -90,7 +91,7 @@ DEVICE_LOOKUP_ERRORS: dict[int | str, dict[str, str]] = {
     responses=DEVICE_LOOKUP_ERRORS,
 )
 def get_device(
-    device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, clock: ClockDep,
+    device_id: DeviceIdPath, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, clock: ClockDep,
     site: SiteQuery = None,
 ) -> DeviceDetailPublic:
     """The device as in the list, with its lifecycle events."""
@@ -104,7 +105,7 @@ def get_device(
     responses=DEVICE_LOOKUP_ERRORS,
 )
 def get_lifecycle(
-    device_id: str, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None
+    device_id: DeviceIdPath, *, session: SessionDep, sites: SitesDep, visible: VisibleSites, site: SiteQuery = None
 ) -> LifecyclePublic:
     """Its lifecycle events (commissioned, controller or lamp replaced, retired), oldest first."""
     found_site, device = resolve_device(sites, visible, device_id, site)
@@ -125,12 +126,13 @@ def _aware(name: str, value: datetime | None) -> datetime | None:
     "/{device_id}/telemetry",
     response_model=TelemetryPublic,
     responses={
+        **DEVICE_LOOKUP_ERRORS,
         422: {"description": "unknown field, or a time without an offset"},
         503: {"description": "the time-series store is unavailable"},
     },
 )
 def get_telemetry(
-    device_id: str,
+    device_id: DeviceIdPath,
     *,
     sites: SitesDep,
     visible: VisibleSites,

@@ -51,7 +51,8 @@ def _aware(name: str, value: datetime) -> datetime:
 
 
 @router.post("", response_model=MaintenancePublic, status_code=status.HTTP_201_CREATED,
-             responses={404: {"description": "no such site"}, 422: {"description": "unknown subject, or bad times"}})
+             responses={403: {"description": "this needs the role admin or manager"}, 404: {"description": "no such site"},
+                        422: {"description": "unknown subject, or bad times"}})
 def create_window(
     body: MaintenanceRequest, *, session: SessionDep, user: ManagerOrAdmin, sites: SitesDep, clock: ClockDep,
 ) -> MaintenancePublic:
@@ -77,7 +78,7 @@ def create_window(
     return window_public(row, now)
 
 
-@router.get("", response_model=MaintenancesPublic)
+@router.get("", response_model=MaintenancesPublic, responses={404: {"description": "no such site among yours (`site`)"}})
 def list_windows(
     *,
     session: SessionDep,
@@ -103,7 +104,8 @@ def list_windows(
 
 
 @router.delete("/{window_id}", response_model=MaintenancePublic,
-               responses={404: {"description": "no such window"}, 409: {"description": "the window has ended already"}})
+               responses={403: {"description": "this needs the role admin or manager"}, 404: {"description": "no such window"},
+                          409: {"description": "the window has ended already"}})
 def end_window(
     window_id: int, *, session: SessionDep, user: ManagerOrAdmin, sites: SitesDep, clock: ClockDep,
 ) -> MaintenancePublic:

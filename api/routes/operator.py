@@ -23,7 +23,9 @@ def payload_excerpt(payload: bytes | None) -> str:
     return bytes(payload or b"")[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")[:EXCERPT_CHARS]
 
 
-@router.get("/dead-letters", response_model=DeadLettersPublic)
+@router.get("/dead-letters", response_model=DeadLettersPublic, responses={
+    403: {"description": "this needs the role admin or manager"}, 404: {"description": "no such site among yours (`site`)"},
+})
 def list_dead_letters(
     *,
     session: SessionDep,

@@ -56,7 +56,7 @@ def public_status(
     session: SessionDep,
     sites: SitesDep,
     clock: ClockDep,
-    site: Annotated[str, Query(description="site id, e.g. wanmei")],
+    site: Annotated[str, Query(description="site id, e.g. wanmei", examples=["wanmei"])],
 ) -> schemas.PublicStatus:
     """Every streetlight, elevator and charger of a site in residents' words, and repairs in progress."""
     found = sites.get(site)

@@ -20,8 +20,8 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 
 Reader = Annotated[User, Depends(_require_roles("admin", "manager", "grid_officer"))]
 Publisher = Annotated[User, Depends(_require_roles("admin", "manager"))]
-SiteQuery = Annotated[str, Query(description="site id, e.g. wanmei")]
-MonthQuery = Annotated[str, Query(description="YYYY-MM, the month in the site's time zone")]
+SiteQuery = Annotated[str, Query(description="site id, e.g. wanmei", examples=["wanmei"])]
+MonthQuery = Annotated[str, Query(description="YYYY-MM, the month in the site's time zone", examples=["2026-10"])]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # The printable page has no script and loads nothing; its one stylesheet is inline.
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
@@ -43,6 +43,7 @@ def _site_and_month(user: User, sites: SitesDep, site: str, month: str) -> tuple
     responses={
         200: {"content": {"text/csv": {}, XLSX: {}, "text/html": {}}, "description": "the report in the format asked"},
         400: {"description": "a month that is not YYYY-MM"},
+        403: {"description": "this needs the role admin, manager or grid_officer"},
         404: {"description": "no such site among the caller's"},
     },
 )
@@ -80,6 +81,7 @@ def monthly_report(
     response_model=MonthlyReport,
     responses={
         400: {"description": "a month that is not YYYY-MM"},
+        403: {"description": "this needs the role admin or manager"},
         404: {"description": "no such site among the caller's"},
         409: {"description": "the month has not ended, or was already published"},
     },

@@ -17,7 +17,7 @@ from linli.storage.models import User
 router = APIRouter(prefix="/teams", tags=["teams"])
 
 
-@router.get("", response_model=TeamsPublic)
+@router.get("", response_model=TeamsPublic, responses={404: {"description": "no such site among yours (`site`)"}})
 def list_teams(
     *,
     session: SessionDep,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 from sqlalchemy import String, and_, cast, false, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
@@ -53,6 +53,7 @@ from linli.tickets import EventType, TicketStatus, TransitionError
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
 
+TicketId = Annotated[int, Path(description="the ticket's id", examples=[1])]
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 SORTS: dict[str, InstrumentedAttribute[Any]] = {
@@ -110,7 +111,7 @@ def ticket_or_404(session: Session, visible: list[str], ticket_id: int, user: Us
     return row
 
 
-@router.get("", response_model=TicketsPublic)
+@router.get("", response_model=TicketsPublic, responses={404: {"description": "no such site among yours (`site`)"}})
 def list_tickets(
     *,
     session: SessionDep,
@@ -229,7 +230,7 @@ def create_ticket(body: TicketCreateRequest, *, session: SessionDep, user: Curre
 
 @router.get("/{ticket_id}", response_model=TicketPublic,
             responses={403: TICKET_ERRORS[403], 404: TICKET_ERRORS[404]})
-def get_ticket(ticket_id: int, *, session: SessionDep, user: CurrentUser, visible: VisibleSites) -> TicketPublic:
+def get_ticket(ticket_id: TicketId, *, session: SessionDep, user: CurrentUser, visible: VisibleSites) -> TicketPublic:
     """One ticket with its full history (every event: who, when, from, to, note)."""
     return ticket_public(ticket_or_404(session, visible, ticket_id, user))
 
@@ -253,7 +254,7 @@ def _perform(session: Session, row: TicketRow, action: Callable[[], object]) -> 
 
 @router.post("/{ticket_id}/ack", response_model=TicketPublic, responses=TICKET_ERRORS)
 def acknowledge_ticket(
-    ticket_id: int,
+    ticket_id: TicketId,
     *,
     session: SessionDep,
     user: CurrentUser,
@@ -270,7 +271,7 @@ def acknowledge_ticket(
 
 
 @router.post("/{ticket_id}/start", response_model=TicketPublic, responses=TICKET_ERRORS)
-def start_ticket(ticket_id: int, *, session: SessionDep, user: CurrentUser, visible: VisibleSites, clock: ClockDep,
+def start_ticket(ticket_id: TicketId, *, session: SessionDep, user: CurrentUser, visible: VisibleSites, clock: ClockDep,
                  body: Annotated[ActionRequest | None, Body()] = None) -> TicketPublic:
     """到场: work starts on site (from open or acknowledged); the starter becomes the assignee if none."""
     request = body or ActionRequest()
@@ -280,7 +281,7 @@ def start_ticket(ticket_id: int, *, session: SessionDep, user: CurrentUser, visi
 
 
 @router.post("/{ticket_id}/hold", response_model=TicketPublic, responses=TICKET_ERRORS)
-def hold_ticket(ticket_id: int, body: ReasonRequest, *, session: SessionDep, user: CurrentUser, visible: VisibleSites,
+def hold_ticket(ticket_id: TicketId, body: ReasonRequest, *, session: SessionDep, user: CurrentUser, visible: VisibleSites,
                 clock: ClockDep) -> TicketPublic:
     """挂起 (from in progress), with a reason: the fix clock stops until it is resumed."""
     row = ticket_or_404(session, visible, ticket_id, user)
@@ -289,7 +290,7 @@ def hold_ticket(ticket_id: int, body: ReasonRequest, *, session: SessionDep, use
 
 
 @router.post("/{ticket_id}/resume", response_model=TicketPublic, responses=TICKET_ERRORS)
-def resume_ticket(ticket_id: int, *, session: SessionDep, user: CurrentUser, visible: VisibleSites, clock: ClockDep,
+def resume_ticket(ticket_id: TicketId, *, session: SessionDep, user: CurrentUser, visible: VisibleSites, clock: ClockDep,
                   body: Annotated[ActionRequest | None, Body()] = None) -> TicketPublic:
     """恢复 (from on hold): the fix deadline moves by the time held."""
     request = body or ActionRequest()
@@ -299,7 +300,7 @@ def resume_ticket(ticket_id: int, *, session: SessionDep, user: CurrentUser, vis
 
 
 @router.post("/{ticket_id}/resolve", response_model=TicketPublic, responses=TICKET_ERRORS)
-def resolve_ticket(ticket_id: int, body: ResolveRequest, *, session: SessionDep, user: CurrentUser,
+def resolve_ticket(ticket_id: TicketId, body: ResolveRequest, *, session: SessionDep, user: CurrentUser,
                    visible: VisibleSites, clock: ClockDep) -> TicketPublic:
     """办结 (from acknowledged or in progress), with a note and optional photo ids: a device ticket is then
     verified by telemetry through the soak and closed by the system."""
@@ -310,7 +311,7 @@ def resolve_ticket(ticket_id: int, body: ResolveRequest, *, session: SessionDep,
 
 
 @router.post("/{ticket_id}/comments", response_model=TicketPublic, responses=TICKET_ERRORS)
-def comment_ticket(ticket_id: int, body: CommentRequest, *, session: SessionDep, user: CurrentUser,
+def comment_ticket(ticket_id: TicketId, body: CommentRequest, *, session: SessionDep, user: CurrentUser,
                    visible: VisibleSites, clock: ClockDep) -> TicketPublic:
     """A note in the history (any state); it changes nothing else."""
     row = ticket_or_404(session, visible, ticket_id, user)
@@ -321,7 +322,7 @@ def comment_ticket(ticket_id: int, body: CommentRequest, *, session: SessionDep,
 @router.post("/{ticket_id}/assign", response_model=TicketPublic,
              responses={**TICKET_ERRORS, 422: {"description": "the assignee is not a technician or grid officer "
                                                                 "of the ticket's teams at its site"}})
-def assign_ticket(ticket_id: int, body: AssignRequest, *, session: SessionDep, user: CurrentUser,
+def assign_ticket(ticket_id: TicketId, body: AssignRequest, *, session: SessionDep, user: CurrentUser,
                   visible: VisibleSites, clock: ClockDep) -> TicketPublic:
     """派单 to a person. A manager: anyone of the ticket's teams (or null to unassign); a technician or grid
     officer: someone of a team they share on the ticket, themselves included."""
@@ -331,7 +332,7 @@ def assign_ticket(ticket_id: int, body: AssignRequest, *, session: SessionDep, u
 
 
 @router.post("/{ticket_id}/cancel", response_model=TicketPublic, responses=TICKET_ERRORS)
-def cancel_ticket(ticket_id: int, body: ReasonRequest, *, session: SessionDep, user: CurrentUser,
+def cancel_ticket(ticket_id: TicketId, body: ReasonRequest, *, session: SessionDep, user: CurrentUser,
                   visible: VisibleSites, clock: ClockDep) -> TicketPublic:
     """撤销 (manager), with a reason, from any active state."""
     row = ticket_or_404(session, visible, ticket_id, user)
@@ -340,7 +341,7 @@ def cancel_ticket(ticket_id: int, body: ReasonRequest, *, session: SessionDep, u
 
 
 @router.post("/{ticket_id}/close", response_model=TicketPublic, responses=TICKET_ERRORS)
-def close_ticket(ticket_id: int, *, session: SessionDep, user: CurrentUser, visible: VisibleSites, clock: ClockDep,
+def close_ticket(ticket_id: TicketId, *, session: SessionDep, user: CurrentUser, visible: VisibleSites, clock: ClockDep,
                  body: Annotated[ActionRequest | None, Body()] = None) -> TicketPublic:
     """销号 (manager) of a resolved ticket with no device; device tickets are closed by the system once
     telemetry verifies the repair."""

@@ -75,7 +75,8 @@ def _staff_view(report: ResidentReport, user: User) -> ReportStaff:
     )
 
 
-@router.get("/resident-reports", response_model=ReportsStaff)
+@router.get("/resident-reports", response_model=ReportsStaff,
+            responses={404: {"description": "no such site among yours (`site`)"}})
 def list_reports(
     *,
     session: SessionDep,

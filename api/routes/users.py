@@ -19,7 +19,7 @@ from linli.site import SiteRegistry
 from linli.storage.models import User
 from linli.storage.users import create_user, get_user, hash_password
 
-router = APIRouter(prefix="/users", tags=["accounts"])
+router = APIRouter(prefix="/users", tags=["accounts"], responses={403: {"description": "this needs the role admin"}})
 AdminUser = Annotated[User, Depends(require_roles("admin"))]
 TEAM_ROLES = ("technician", "grid_officer")
 
@@ -105,6 +105,7 @@ def create_account(body: AccountCreateRequest, *, session: SessionDep, admin: Ad
 
 @router.get("/{username}", response_model=AccountPublic, responses={404: {"description": "no such user"}})
 def get_account(username: str, *, session: SessionDep, admin: AdminUser) -> AccountPublic:
+    """One account: role, teams, sites, whether it is disabled."""
     return account_public(user_or_404(session, username))
 
 
