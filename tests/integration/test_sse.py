@@ -8,6 +8,7 @@ Devices publish telemetry; the gateway opens tickets and publishes its ticket an
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import queue
 import socket
@@ -473,4 +474,7 @@ def test_a_slow_client_is_dropped_and_the_others_go_on(tmp_path: Path) -> None:
         hub.stop()  # the server stopping ends every stream
         assert quick.queue.get_nowait() is None and elsewhere.queue.get_nowait() is None
 
-    asyncio.run(scenario())
+    # A thread of its own: a session-wide Playwright browser (tests/e2e) keeps an event loop running
+    # in the main thread, where asyncio.run() refuses to start another.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
