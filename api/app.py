@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,18 +18,19 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import openapi_doc
-from api.live import LiveHub
+from api.live import LiveHub, now_text, system_clock
 from api.routes import auth, devices, health, operator, public, tickets
 from api.routes import commands as command_routes
 from api.routes import events as event_routes
 from api.routes import maintenance as maintenance_routes
+from api.routes import photos as photo_routes
 from api.routes import reports as report_routes
 from api.routes import sites as site_routes
 from api.routes import teams as team_routes
 from api.routes import uploads as upload_routes
 from api.routes import users as user_routes
 from linli import __version__
-from linli.clock import Clock, SystemClock
+from linli.clock import Clock
 from linli.settings import Settings
 from linli.site import SiteRegistry
 from linli.site_source import SiteSource
@@ -39,12 +40,15 @@ from linli.tsdb import StoreError, TimeSeriesStore, open_store
 
 log = logging.getLogger(__name__)
 
-RESIDENT_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "resident"
-CREW_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "crew"
+DASHBOARDS_DIR = Path(__file__).resolve().parents[1] / "dashboards"
+# The built-in pages: URL path -> folder under dashboards/ holding its index.html.
+PAGES = {"/": "resident", "/crew": "crew", "/tech": "tech", "/manager": "manager"}
+# Folders served under /static/{name}: the pages' own files, shared code and vendored libraries.
+STATIC_DIRS = ("resident", "crew", "tech", "manager", "common", "vendor")
 API_PREFIX = "/api/v1"
-# The resident page loads nothing from elsewhere and runs no inline code.
+# The pages load nothing from elsewhere and runs no inline code.
 PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 DB_ATTEMPTS = 5
@@ -115,8 +119,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.close()
 
 
-class SecurityHeaders:
-    """Adds `X-Content-Type-Options: nosniff` and `Referrer-Policy` to every HTTP response."""
+class ResponseHeaders:
+    """Adds to every HTTP response `X-Content-Type-Options: nosniff`, `Referrer-Policy`, and
+    `X-Linli-Now`: the API's clock (the simulator's in a demo) with milliseconds, so pages count
+    deadlines down from the system's now, not the browser's."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -128,9 +134,11 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"no-referrer"))
+                headers = [*message.get("headers", []), (b"x-content-type-options", b"nosniff"),
+                           (b"referrer-policy", b"no-referrer")]
+                clock = getattr(scope["app"].state, "clock", None) if "app" in scope else None
+                if clock is not None:
+                    headers.append((b"x-linli-now", now_text(clock).encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -182,6 +190,17 @@ async def _on_number_overflow(_request: Request, exc: Exception) -> JSONResponse
     )
 
 
+def _page(index: Path) -> Callable[[], FileResponse]:
+    def page() -> FileResponse:
+        return FileResponse(
+            index,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+        )
+
+    return page
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """The API for `settings` (default: from the environment). Sites, database and store open in
     the lifespan, so use ``TestClient(app)`` as a context manager."""
@@ -193,8 +212,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings or Settings()
-    app.state.clock = clock or SystemClock()
-    app.add_middleware(SecurityHeaders)
+    app.state.clock = clock or system_clock()
+    app.add_middleware(ResponseHeaders)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(OperationalError, _on_database_down)
     app.add_exception_handler(DataError, _on_data_error)
@@ -209,27 +228,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         v1.include_router(workflow.router)
     v1.include_router(report_routes.router)  # the monthly report for the three-party meeting
     v1.include_router(upload_routes.router)  # residents' reports and their photos, for staff
+    v1.include_router(photo_routes.router)  # staff's repair photos: upload, then attach at resolve
     v1.include_router(event_routes.router)  # live updates over Server-Sent Events
     v1.include_router(site_routes.router)  # the site plan the crew dashboard draws
     app.include_router(v1)
 
-    @app.get("/", include_in_schema=False)
-    def resident_page() -> FileResponse:
-        return FileResponse(
-            RESIDENT_DIR / "index.html",
-            media_type="text/html; charset=utf-8",
-            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
-        )
-
-    @app.get("/crew", include_in_schema=False)
-    def crew_dashboard() -> FileResponse:
-        return FileResponse(
-            CREW_DIR / "index.html",
-            media_type="text/html; charset=utf-8",
-            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
-        )
-
-    app.mount("/static/resident", StaticFiles(directory=RESIDENT_DIR), name="resident")
-    app.mount("/static/crew", StaticFiles(directory=CREW_DIR), name="crew")
+    for path, folder in PAGES.items():
+        if (DASHBOARDS_DIR / folder / "index.html").is_file():
+            app.add_api_route(path, _page(DASHBOARDS_DIR / folder / "index.html"), include_in_schema=False)
+    for folder in STATIC_DIRS:
+        if (DASHBOARDS_DIR / folder).is_dir():
+            app.mount(f"/static/{folder}", StaticFiles(directory=DASHBOARDS_DIR / folder), name=folder)
     openapi_doc.install(app)  # every operation's 400/401 and error bodies in /openapi.json
     return app

@@ -10,6 +10,10 @@ stream events of ``docs/live-updates.md``:
 - ticket events: the `ticket_events` table is the feed (its ids only grow); the gateway's ticket
   messages wake the worker to read it at once, and it is read every few seconds anyway, so changes
   made by staff through any API process go out too, in order and once.
+- command events: the recent rows of `device_commands` are compared with what was said, every few
+  seconds and at once when a command is sent or its device reports (the gateway records the answers);
+- with LINLI_FOLLOW_SIM_CLOCK (``linli demo``) the API runs on the simulator's clock, as the gateway:
+  the hub follows ``linli/v1/clock`` for it (``system_clock``).
 
 Every stream has a bounded asyncio queue; a stream that falls a full queue behind is ended (the
 browser's EventSource reconnects and reloads), never waited for. JSON is built once per event, not
@@ -23,30 +27,34 @@ import contextlib
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import func, or_, select
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.views import charger_state, devices_of, elevator_state, fault_name, health_of, streetlight_state
-from linli.clock import Clock
+from api.views import charger_state, devices_of, elevator_state, fault_name, health_of, history_entry, streetlight_state
+from linli.clock import CLOCK_TOPIC, Clock, FollowedClock, SystemClock
 from linli.engine.engine import MaintenanceWindow
+from linli.mqtt_tls import apply_tls
 from linli.settings import Settings
 from linli.site import Device, Site, SiteRegistry
 from linli.storage import Database
+from linli.storage.commands import SENT, DeviceCommandRow, status_at
 from linli.storage.maintenance import current_windows
 from linli.storage.models import DeviceState, TicketEventRow, TicketRow
 from linli.tickets import TicketStatus
 
+# Tickets that residents and couriers filed: their progress is public (by ticket id only).
+PUBLIC_SOURCES = frozenset({"resident", "grid_officer"})
 log = logging.getLogger(__name__)
 
 EVENTS_TOPIC = "linli/v1/+/events"
@@ -63,6 +71,31 @@ GAP_WAIT_S = 30.0  # an id skipped in ticket_events is looked for this long (a t
 GAP_TRACK_MAX = 10_000  # a jump larger than this is not tracked id by id
 WINDOWS_EVERY_S = 30.0  # maintenance windows are re-read (and health recomputed) this often
 LOAD_RETRY_S = 5.0
+# Commands (`command` events): those sent or answered this recently, and the unanswered ones until a
+# minute past their expiry, are compared with what was said at every pass (device_commands is small).
+COMMAND_LOOKBACK = timedelta(minutes=10)
+COMMAND_EXPIRY_GRACE = timedelta(minutes=1)
+COMMANDS_MAX = 5_000
+_WAKE = ("", b"")  # an inbox item that only wakes the worker (a command was sent)
+
+
+class _ClockChoice(BaseSettings):
+    """LINLI_FOLLOW_SIM_CLOCK, as the gateway reads it (gateway.settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="LINLI_", env_file=".env", extra="ignore")
+    follow_sim_clock: bool = False
+
+
+def system_clock() -> Clock:
+    """The API's clock when none is injected: the simulator's, announced on ``linli/v1/clock`` (the hub
+    follows it), when LINLI_FOLLOW_SIM_CLOCK is on, as the gateway does (``linli demo``); else the
+    system clock. Deadlines, command expiry and the time the pages count from are then the gateway's."""
+    return FollowedClock() if _ClockChoice().follow_sim_clock else SystemClock()
+
+
+def now_text(clock: Clock) -> str:
+    """The clock's now as ISO 8601 with milliseconds and offset (`X-Linli-Now`, events' `now`)."""
+    return clock.now().isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +181,10 @@ class LiveHub:
         self._book = _Book()
         self._watermark = 0  # the highest ticket_events id handled
         self._gaps: dict[int, float] = {}  # ids below the watermark not seen yet -> when first missed
+        self._followed = clock if isinstance(clock, FollowedClock) else None  # fed from linli/v1/clock
+        self._commands: dict[str, str] = {}  # recent commands -> the status last said (worker thread only)
+        self._command_devices: set[tuple[str, str]] = set()  # devices with a command waiting for its answer
+        self._commands_due = threading.Event()
         self.inbox_dropped = 0
         self.streams_dropped = 0
 
@@ -165,8 +202,7 @@ class LiveHub:
                              clean_session=True)
         if self._settings.mqtt_username:
             client.username_pw_set(self._settings.mqtt_username, self._settings.mqtt_password)
-        if tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        apply_tls(client, self._settings.mqtt_tls if tls else None)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -248,7 +284,8 @@ class LiveHub:
         if getattr(reason, "is_failure", False):
             log.warning("live updates: broker refused the connection: %s", reason)
             return
-        client.subscribe(EVENTS_TOPIC, qos=0)
+        topics = [(EVENTS_TOPIC, 0)] + ([(CLOCK_TOPIC, 1)] if self._followed is not None else [])
+        client.subscribe(topics)
 
     def _on_subscribe(self, *_args: Any) -> None:
         self._subscribed.set()
@@ -260,6 +297,12 @@ class LiveHub:
             log.warning("live updates: lost the broker; reconnecting")
 
     def _on_message(self, _client: Any, _userdata: object, message: Any) -> None:
+        if self._followed is not None and message.topic == CLOCK_TOPIC:
+            try:
+                self._followed.update(bytes(message.payload))
+            except ValueError as exc:
+                log.warning("live updates: ignored a clock announcement: %s", exc)
+            return
         try:
             self._inbox.put_nowait((message.topic, bytes(message.payload)))
         except queue.Full:
@@ -283,10 +326,11 @@ class LiveHub:
         poll_s = self._settings.live_ticket_poll_s
         next_poll = time.monotonic() + poll_s
         next_windows = time.monotonic() + WINDOWS_EVERY_S
+        next_commands = next_poll
         while not self._stopping.is_set():
             items: list[tuple[str, bytes]] = []
             try:
-                item = self._inbox.get(timeout=max(0.0, min(next_poll, next_windows) - time.monotonic()))
+                item = self._inbox.get(timeout=max(0.0, min(next_poll, next_windows, next_commands) - time.monotonic()))
                 while item is not None:
                     items.append(item)
                     if len(items) >= DRAIN_MAX:
@@ -304,6 +348,10 @@ class LiveHub:
                 if time.monotonic() >= next_windows:
                     next_windows = time.monotonic() + WINDOWS_EVERY_S
                     frames += self._reread_windows()
+                if self._commands_due.is_set() or time.monotonic() >= next_commands:
+                    self._commands_due.clear()
+                    next_commands = time.monotonic() + poll_s
+                    frames += self._read_commands()
                 self._emit(frames)
             except SQLAlchemyError as exc:  # the database is down: the streams wait, the feed catches up
                 log.warning("live updates: database error: %s", str(exc).splitlines()[0][:200])
@@ -325,6 +373,7 @@ class LiveHub:
                     book.tickets.setdefault((ticket.site, device_id), {})[ticket.id] = TicketStatus(ticket.status)
             book.windows = [w for w in current_windows(session, sites.ids(), now) if w.starts <= now]
             self._watermark = session.scalar(select(func.max(TicketEventRow.id))) or 0
+            self._commands = {row.id: status_at(row, now) for row in _recent_commands(session, now)}
         self._book = book
         for site in sites:
             for device in site.devices.values():
@@ -336,6 +385,9 @@ class LiveHub:
         tickets_changed = False
         sites = self._sites()
         for topic, payload in items:
+            if not topic:  # _WAKE
+                self._commands_due.set()
+                continue
             parts = topic.split("/")
             site = sites.get(parts[2]) if len(parts) == 4 else None
             try:
@@ -359,6 +411,8 @@ class LiveHub:
             log.debug("live updates: a device event that does not fit: %r", str(body)[:200])
             return []
         key = (site.id, device.id)
+        if key in self._command_devices:  # it reported: its answer to a command may be recorded with it
+            self._commands_due.set()
         state = self._book.states.get(key)
         if state is None:
             state = self._book.states[key] = DeviceState(site=site.id, device_id=device.id, kind=device.kind, last={})
@@ -440,6 +494,10 @@ class LiveHub:
             "id": ticket.id, "site": ticket.site, "event": event.type, "status": event.to_status,
             "severity": ticket.severity, "fault": ticket.fault, "device_ids": device_ids, "teams": teams,
             "ack_due_at": _iso(ticket.ack_due_at), "at": _iso(event.at),
+            # what a page shows of the ticket now, so it need not fetch it again (the technician console)
+            "version": ticket.version, "assignee": ticket.assignee, "acks": dict(ticket.acks or {}),
+            "start_due_at": _iso(ticket.start_due_at), "resolve_due_at": _iso(ticket.resolve_due_at),
+            "entry": history_entry(ticket.id, event).model_dump(mode="json", by_alias=True),
         }))]
         if device_ids and (event.from_status != event.to_status or event.from_status is None):
             # The public view lists repairs of devices, with their status only (no people, no notes).
@@ -448,6 +506,13 @@ class LiveHub:
                 "site": ticket.site, "id": ticket.id, "status": event.to_status,
                 "fault_name": {"zh": name.zh, "en": name.en}, "device_ids": device_ids,
                 "opened_at": _iso(ticket.opened_at), "at": _iso(event.at),
+            })))
+        elif ticket.source in PUBLIC_SOURCES and event.from_status != event.to_status:
+            # A report about a place (a hazard, a lost key): its reporter follows its progress; the
+            # frame says only which ticket moved to which status, nothing of what or where.
+            frames.append(Frame(ticket.site, True, None, sse("ticket", {
+                "site": ticket.site, "id": ticket.id, "status": event.to_status, "device_ids": [],
+                "at": _iso(event.at),
             })))
         return frames
 
@@ -466,6 +531,31 @@ class LiveHub:
             frames += self._judge(site, device, now)
         return frames
 
+    def note_command(self) -> None:
+        """A command was sent (any thread): look at the commands at once, not at the next poll."""
+        self._commands_due.set()
+        with contextlib.suppress(queue.Full):
+            self._inbox.put_nowait(_WAKE)
+
+    def _read_commands(self) -> list[Frame]:
+        """`command` events for the recent commands whose status is not the one last said (sent,
+        then acked, failed or expired: by the clock, as `GET /commands/{id}` says it)."""
+        now = self._clock.now()
+        with self._db.session() as session:
+            rows = _recent_commands(session, now)
+        sites = self._sites()
+        frames: list[Frame] = []
+        said: dict[str, str] = {}
+        waiting: set[tuple[str, str]] = set()
+        for row in rows:
+            status = said[row.id] = status_at(row, now)
+            if status == SENT:
+                waiting.add((row.site, row.device_id))
+            if self._commands.get(row.id) != status and sites.get(row.site) is not None:
+                frames.append(Frame(row.site, False, None, sse("command", command_event(row, status, now))))
+        self._commands, self._command_devices = said, waiting
+        return frames
+
     def _reread_windows(self) -> list[Frame]:
         """Maintenance windows as they are now; devices they start or stop covering change health."""
         sites = self._sites()
@@ -477,6 +567,29 @@ class LiveHub:
             for device in site.devices.values():
                 frames += self._judge(site, device, now)
         return frames
+
+
+def _recent_commands(session: Any, now: datetime) -> list[DeviceCommandRow]:
+    return list(session.scalars(select(DeviceCommandRow).where(or_(
+        DeviceCommandRow.sent_at >= now - COMMAND_LOOKBACK,
+        DeviceCommandRow.answered_at >= now - COMMAND_LOOKBACK,
+        and_(DeviceCommandRow.status == SENT, DeviceCommandRow.answered_at.is_(None),
+             DeviceCommandRow.expires_at > now - COMMAND_EXPIRY_GRACE),
+    )).order_by(DeviceCommandRow.sent_at).limit(COMMANDS_MAX)))
+
+
+def command_event(row: DeviceCommandRow, status: str, now: datetime) -> dict[str, Any]:
+    """A `command` event: the command as `GET /commands/{id}` shows it, when its status changed
+    (`at`), and the server's now."""
+    at = row.answered_at if row.answered_at is not None and status != SENT else None
+    if at is None:
+        at = row.expires_at if status == "expired" else row.sent_at
+    return {
+        "id": row.id, "site": row.site, "device_id": row.device_id, "kind": row.kind, "action": row.action,
+        "params": dict(row.params or {}), "status": status, "requested_by": row.requested_by,
+        "reason": row.reason, "sent_at": _iso(row.sent_at), "expires_at": _iso(row.expires_at),
+        "answered_at": _iso(row.answered_at), "error": row.error, "at": _iso(at), "now": _iso(now),
+    }
 
 
 def _at(value: Any) -> str | None:

@@ -178,6 +178,8 @@ class HistoryEntry(_Out):
     note: str | None = None
     team: str | None = Field(None, description="the team an acknowledgement was for")
     severity: str | None = Field(None, description="the new severity of a severity rise")
+    photos: list[str] | None = Field(
+        None, description="a resolve's photos: URLs of `GET /api/v1/tickets/{id}/photos/{photo_id}`")
 
 
 class TicketPublic(_Out):

@@ -23,7 +23,7 @@ from linli.engine.engine import MaintenanceWindow
 from linli.ops.lifecycle import LAMP_REPLACED, energy_baseline_start, lamp_age_hours
 from linli.site import Device, Site
 from linli.storage.maintenance import current_windows
-from linli.storage.models import DeviceLifecycleEvent, DeviceState, TicketRow
+from linli.storage.models import DeviceLifecycleEvent, DeviceState, TicketEventRow, TicketRow
 from linli.storage.resident_reports import CATEGORIES
 from linli.tickets import TicketStatus
 
@@ -210,20 +210,25 @@ def _aware(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
+def history_entry(ticket_id: int, event: TicketEventRow) -> schemas.HistoryEntry:
+    """One event of a ticket's history as the API shows it (also in the live `ticket` events)."""
+    data = event.data or {}
+    photos = data.get("photos") if event.type == "resolved" else None
+    return schemas.HistoryEntry(
+        type=event.type,
+        at=event.at,
+        actor=event.actor,
+        from_=event.from_status,
+        to=event.to_status,
+        note=event.note,
+        team=data.get("team") if event.type == "acknowledged" else None,
+        severity=data.get("severity") if event.type in ("opened", "severity_raised") else None,
+        photos=[f"/api/v1/tickets/{ticket_id}/photos/{p}" for p in photos if isinstance(p, str)] if photos else None,
+    )
+
+
 def ticket_public(row: TicketRow) -> schemas.TicketPublic:
-    history = [
-        schemas.HistoryEntry(
-            type=event.type,
-            at=event.at,
-            actor=event.actor,
-            from_=event.from_status,
-            to=event.to_status,
-            note=event.note,
-            team=(event.data or {}).get("team") if event.type == "acknowledged" else None,
-            severity=(event.data or {}).get("severity") if event.type in ("opened", "severity_raised") else None,
-        )
-        for event in row.events
-    ]
+    history = [history_entry(row.id, event) for event in row.events]
     acks = {
         team: schemas.AckPublic(by=str(ack.get("by")), at=_aware(ack.get("at")))
         for team, ack in (row.acks or {}).items()

@@ -441,8 +441,10 @@ def check(
     run_start = truth.started_at or min((i.at for i in injections), default=None)
     scoped: list[TicketRef] = []
     ignored = 0
+    run_end = truth.ended_at  # the simulator's stop marks every device offline: what follows is not the run's
     for ticket in all_tickets:
-        during = run_start is None or any(e.at >= run_start - early for e in ticket.events)
+        during = any((run_start is None or e.at >= run_start - early) and (run_end is None or e.at < run_end)
+                     for e in ticket.events)
         if ticket.site in sites and during:
             scoped.append(ticket)
         else:

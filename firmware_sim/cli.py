@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate the streetlights, elevators and chargers of a site over MQTT (device contract v1): "
         "a retained status with a last will, periodic telemetry, and injected faults.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=INJECT_GRAMMAR + "\n\nEnvironment: LINLI_MQTT_URL, LINLI_MQTT_USERNAME, LINLI_MQTT_PASSWORD, LINLI_SITES "
+        epilog=INJECT_GRAMMAR + "\n\nEnvironment: LINLI_MQTT_URL, LINLI_MQTT_USERNAME, LINLI_MQTT_PASSWORD, LINLI_MQTT_CA_FILE, "
+        "LINLI_MQTT_CERT_FILE, LINLI_MQTT_KEY_FILE (mqtts://), LINLI_SITES "
         "(comma-separated site files).",
     )
     parser.add_argument(
@@ -294,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker = BrokerConfig.from_url(
             args.broker, os.environ.get("LINLI_MQTT_USERNAME") or None, os.environ.get("LINLI_MQTT_PASSWORD") or None
         )
+        if broker.tls:  # mqtts://: the CA, client certificate and key as the platform's settings name them
+            broker = dataclasses.replace(broker, ca_file=os.environ.get("LINLI_MQTT_CA_FILE") or None,
+                                         cert_file=os.environ.get("LINLI_MQTT_CERT_FILE") or None,
+                                         key_file=os.environ.get("LINLI_MQTT_KEY_FILE") or None)
         credentials = read_credentials(args.credentials) if args.credentials is not None else None
         injections = [parse_injection(spec, start=start) for spec in args.inject]
         if scenario is not None:

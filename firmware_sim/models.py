@@ -381,7 +381,8 @@ class StreetlightModel(DeviceModel[StreetlightTelemetry]):
         self.rated_life_h = device.rated_life_h
         self.circuit = device.circuit
         self.switched = site.circuits[device.circuit].switched
-        self.sky = sky or Sky.for_site(site)
+        self.sky = sky or Sky.for_site(site)  # the controller's schedule (a command may hold it)
+        self.cabinet_sky = self.sky  # the cabinet's own timer switches a switched circuit's supply
         self.dimming = dimming or DimmingProfile()
         rng = self.rng
         self.burn_hours = rng.uniform(1_500.0, 25_000.0)
@@ -422,7 +423,7 @@ class StreetlightModel(DeviceModel[StreetlightTelemetry]):
     def _supply(self, t: datetime) -> bool:
         if Fault.CIRCUIT_OUTAGE in self.faults:
             return False
-        return not self.switched or Fault.DAY_BURNING in self.faults or self.sky.lights_on(t)
+        return not self.switched or Fault.DAY_BURNING in self.faults or self.cabinet_sky.lights_on(t)
 
     def _relay_wanted(self, t: datetime) -> bool:
         return Fault.DAY_BURNING in self.faults or self.sky.lights_on(t)  # a stuck relay stays closed

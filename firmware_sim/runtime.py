@@ -71,7 +71,8 @@ from firmware_sim.models import Sky, StreetlightModel, model_for
 from firmware_sim.simclock import CLOCK_TOPIC, ClockAnnouncement
 from firmware_sim.truth import GroundTruthWriter
 from linli.clock import CLOCK_REACHED_TOPIC, Clock, ManualClock, SystemClock, from_ms, to_ms
-from linli.contract import Channel, Command, CommandAck, Status, topic_for
+from linli.contract import MAX_FUTURE_MS, Channel, Command, CommandAck, Status, topic_for
+from linli.mqtt_tls import MqttTls
 from linli.site import Concentrator, Device, Site
 
 log = logging.getLogger("firmware_sim")
@@ -128,6 +129,15 @@ class BrokerConfig:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    # mqtts:// only: the CA to verify the broker with (None: the system's), a client certificate and key
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def secure(self, client: mqtt.Client) -> None:
+        """TLS on `client` for an mqtts:// broker (verified; with the client certificate when given)."""
+        if self.tls:
+            MqttTls(self.ca_file, self.cert_file, self.key_file).apply(client)
 
     @classmethod
     def from_url(cls, url: str, username: str | None = None, password: str | None = None) -> BrokerConfig:
@@ -380,6 +390,11 @@ class Simulator:
         start = self.clock.now()
         boot_number = boot if boot is not None else int(time.time()) - 1_700_000_000
         selected = self._select(devices)
+        injections = list(injections)
+        # Staging (baseline days): a device silenced by it from the start to its end is not installed yet: its
+        # model starts, and the device ticks, only when the staging ends (15 days of 100 silent models: minutes).
+        self._dormant = _dormant(self.sites, injections, selected, start, staging_until)
+        self._staging_until = staging_until
         factory = model_factory or default_model
         self._units: dict[DeviceKey, _Dev] = {}
         self._conns: list[_Conn] = []
@@ -389,7 +404,8 @@ class Simulator:
             for device in site.spec.devices:
                 if (site.id, device.id) not in selected:
                     continue
-                unit = _Dev(site, device, factory(site, device, start=start, seed=seed, boot=boot_number, sky=sky))
+                born = staging_until if staging_until is not None and (site.id, device.id) in self._dormant else start
+                unit = _Dev(site, device, factory(site, device, start=born, seed=seed, boot=boot_number, sky=sky))
                 self._units[unit.key] = unit
                 if device.concentrator is not None:
                     children.setdefault(device.concentrator, []).append(unit)
@@ -455,7 +471,9 @@ class Simulator:
         # Before `staging_until` (baseline days: a few lights report, nothing is injected) the followers
         # only need to keep up, not to run their timers finely: a longer lead, far fewer round trips.
         self._staging_until_ms = to_ms(staging_until) if staging_until is not None else None
-        self._staging_lead_ms = int(staging_lead_s * 1000)
+        # ...but never further ahead than a follower accepts a timestamp: it refuses one more than 5 min past its
+        # clock (linli.contract.MAX_FUTURE_MS), and its clock may trail its own report by a thread's hiccup.
+        self._staging_lead_ms = int(min(staging_lead_s * 1000, MAX_FUTURE_MS - 60_000))
         self._reached: dict[str, int] = {}
         self._announced_ms: int | None = None  # the simulated time last announced
 
@@ -642,8 +660,7 @@ class Simulator:
         credentials = self._credentials_for(conn)
         if credentials is not None:
             client.username_pw_set(credentials[0], credentials[1])
-        if self.broker.tls:
-            client.tls_set()
+        self.broker.secure(client)
         client.will_set(conn.will_topic, Status(online=False).to_json(), qos=1, retain=True)
         client.max_inflight_messages_set(1000)
         client.connect_timeout = 3.0
@@ -743,7 +760,10 @@ class Simulator:
             now = self.clock.now()
             for conn in self._conns:
                 first = min(self._spread_s, conn.interval_s)
-                self._push(now + timedelta(seconds=self._jitter.uniform(0.0, first)), conn)
+                begins = now
+                if self._staging_until is not None and all(u.key in self._dormant for u in conn.devices):
+                    begins = max(now, self._staging_until)  # installed when the staging ends
+                self._push(begins + timedelta(seconds=self._jitter.uniform(0.0, first)), conn)
             # Faults in force from the start apply before anything connects (a hard offline never does).
             for transition in self._faults.due(now):
                 self._apply(transition, now)
@@ -854,7 +874,8 @@ class Simulator:
         if self._clock_client is not None and self._clock_conn is not None:
             if self._clock_conn.sock is not None:
                 self._clock_client.loop_misc()
-            if self._drive and self._clock_conn.connected and wall - self._clock_announced_at >= 1.0:
+            if self._drive and self._clock_conn.connected and wall - self._clock_announced_at >= 1.0 and \
+                    not (self._followers and any(c.unacked for c in self._conns)):  # see _announce_if_moved
                 self._publish_clock()
 
     def _connect_due(self, wall: float, limit: int | None) -> None:
@@ -957,8 +978,7 @@ class Simulator:
                              clean_session=True, userdata=conn)
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
-        if self.broker.tls:
-            client.tls_set()
+        self.broker.secure(client)
         client.on_connect = self._on_clock_connect
         client.on_message = self._on_reached
         client.on_disconnect = self._on_clock_disconnect
@@ -1002,6 +1022,12 @@ class Simulator:
     def _current_lead_ms(self) -> int:
         staging = self._staging_until_ms is not None and to_ms(self.clock.now()) < self._staging_until_ms
         return self._staging_lead_ms if staging else self._lead_ms
+
+    def _announce_every_ms(self) -> int:
+        """Half the lead, and never more than half the future a follower accepts: it judges a message's ``ts``
+        against the time last announced and refuses one more than 5 min ahead (``linli.contract.MAX_FUTURE_MS``),
+        which a 1 h staging lead announced every 30 min would do to most of the baseline days' telemetry."""
+        return min(self._current_lead_ms() // 2, MAX_FUTURE_MS // 2)
 
     def _held_by_followers(self) -> bool:
         limit = self._follower_limit_ms()
@@ -1102,7 +1128,7 @@ class Simulator:
             if target > clock.now():
                 clock.set(target)
             if limit is not None and self._announced_ms is not None and \
-                    to_ms(clock.now()) - self._announced_ms >= self._current_lead_ms() // 2:
+                    to_ms(clock.now()) - self._announced_ms >= self._announce_every_ms():
                 self._announce_if_moved()  # half the lead: they work on it while we run ahead
             before = self._telemetry_sent
             self._run_due(clock.now())
@@ -1118,6 +1144,11 @@ class Simulator:
         return False
 
     def _announce_if_moved(self) -> None:
+        if self._followers and any(c.unacked for c in self._conns):
+            # Not before the broker has every message sent so far: a follower gets the clock over another
+            # connection than the devices' messages, and a step that overtook them would make the devices
+            # look silent there (3 x interval). The broker's PUBACK says it has queued them for the follower.
+            return
         if self._clock_conn is not None and self._clock_conn.connected and self._announced_ms != to_ms(self.clock.now()):
             self._publish_clock()
             self._flush()
@@ -1362,6 +1393,24 @@ class Simulator:
             "%d/%d connections up, %d/%d devices online, %.0f msg/s, %d sent%s; sim time %s",
             stats.connected, stats.connections, stats.devices_online, stats.devices, rate, sent, extra, sim,
         )
+
+
+def _dormant(sites: Sequence[Site], injections: Sequence[Injection], selected: set[DeviceKey], start: datetime,
+             staging_until: datetime | None) -> set[DeviceKey]:
+    """Devices a staging injection (an unrecorded soft offline) keeps silent from ``start`` to ``staging_until``."""
+    if staging_until is None:
+        return set()
+    out: set[DeviceKey] = set()
+    for injection in injections:
+        if injection.recorded or injection.fault is not Fault.OFFLINE or injection.hard or injection.is_group:
+            continue
+        until = injection.until
+        if injection.at > start or (until is not None and until < staging_until):
+            continue
+        with contextlib.suppress(ValueError):
+            site, device = resolve(injection, sites, selected)
+            out.add((site.id, device.id))
+    return out
 
 
 # ---------------------------------------------------------------- commands without a model hook

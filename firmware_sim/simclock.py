@@ -49,8 +49,7 @@ def fetch_clock(
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"linli-clock-{secrets.token_hex(4)}")
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        client.tls_set()
+    broker.secure(client)
     client.on_connect = lambda c, u, flags, rc, props: c.subscribe(CLOCK_TOPIC, qos=1)
     client.on_message = on_message
     client.connect(broker.host, broker.port)

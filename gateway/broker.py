@@ -18,7 +18,6 @@ import os
 import pickle
 import queue
 import select
-import ssl
 import struct
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from linli.clock import CLOCK_TOPIC, Clock, to_ms
+from linli.mqtt_tls import MqttTls, apply_tls
 
 log = logging.getLogger("linli.gateway.broker")
 
@@ -123,7 +123,7 @@ class BrokerLink:
         clock: Clock,
         username: str | None = None,
         password: str | None = None,
-        tls: bool = False,
+        tls: bool | MqttTls | None = False,
         clock_sink: Callable[[bytes], None] | None = None,
     ) -> None:
         self._host, self._port = host, port
@@ -286,8 +286,7 @@ class _Receiver:
                              protocol=mqtt.MQTTv311)
         if config["username"]:
             client.username_pw_set(config["username"], config["password"])
-        if config["tls"]:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        apply_tls(client, config["tls"])  # mqtts://: the broker verified, with our certificate if given
         client.max_queued_messages_set(0)
         # A QoS 1 message is acknowledged when the gateway says its batch is stored, never on receipt.
         client.manual_ack_set(True)
@@ -334,6 +333,7 @@ class _Receiver:
         except UnicodeDecodeError:  # brokers should refuse these, but a bad topic must not kill the thread
             topic = bytes(message._topic).decode("utf-8", "replace")
         if self._clock and topic == CLOCK_TOPIC:
+            self.flush()  # the messages that came before the clock's step go up before it, in order
             self.send(("clock", bytes(message.payload)))
             if message.qos > 0:
                 client.ack(message.mid, message.qos)

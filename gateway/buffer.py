@@ -4,7 +4,9 @@ When the store is down or slow (``StoreUnavailable``) points go to a bounded SQL
 data dir and a background flusher writes them, oldest first, when it answers again. While the
 buffer holds anything, new points queue behind it, so the store receives them in order. When the
 buffer is full the oldest telemetry is dropped first (and counted); events and state changes
-are kept. A point the store rejects as invalid (``StoreRejected``) is handed back for the dead
+are kept. When the disk fills before that bound, the oldest telemetry makes room the same way;
+with none left, new points are counted as lost (``points_failed``) and the batch goes on, so its
+tickets are still committed. A point the store rejects as invalid (``StoreRejected``) is handed back for the dead
 letters instead of blocking the queue.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -27,6 +30,7 @@ log = logging.getLogger("linli.gateway.buffer")
 
 # Measurements that are never dropped for space: what happened, not how it measured.
 KEPT_MEASUREMENTS = frozenset({"event", "status"})
+DISK_HEADROOM_BYTES = 16 * 1024 * 1024  # kept free on the buffer's disk (less on a small one)
 _CHUNK_POINTS = 200  # points per buffer row: the unit of dropping and of flushing
 _BACKOFF_MIN_S = 0.5
 _BACKOFF_MAX_S = 10.0
@@ -41,6 +45,15 @@ def _encode(points: Sequence[Point]) -> bytes:
 
 def _decode(body: bytes) -> list[Point]:
     return [Point(m, tags, fields, ts) for m, tags, fields, ts in json.loads(body)]
+
+
+class BufferDiskFull(Exception):
+    """The buffer's disk is full and no telemetry is left in the buffer to make room with."""
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "full" in text or "disk i/o" in text
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +74,11 @@ class DiskBuffer:
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # survives a killed process; an OS crash may lose the tail
+        # The write-ahead log stays within the disk's headroom (checkpoints need the main file to take
+        # its pages: a log grown past the free space could never be checkpointed on a full disk).
+        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self._db.execute(f"PRAGMA wal_autocheckpoint={max(16, min(1000, self._headroom() // page // 4))}")
+        self._db.execute(f"PRAGMA journal_size_limit={max(64 * 1024, self._headroom() // 2)}")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, keep INTEGER NOT NULL,"
             " points INTEGER NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL)"
@@ -84,19 +102,88 @@ class DiskBuffer:
         if not rows:
             return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            # Near the end of the disk the buffer stops growing: the oldest telemetry makes room, as
+            # at the bound. The file keeps its size (deleted rows' pages are reused) and the headroom
+            # lets the write-ahead log and its checkpoints, and the flusher's deletes, still write.
+            growth = 3 * sum(r[2] for r in rows) + self._headroom()
+            free = self._free_bytes()
+            if free < growth:
+                self._drop_oldest(growth - free)
             try:
-                self._db.executemany("INSERT INTO chunks (keep, points, size, body) VALUES (?, ?, ?, ?)", rows)
-                added_bytes, added_points = sum(r[2] for r in rows), sum(r[1] for r in rows)
-                self.bytes += added_bytes
-                self.points += added_points
-                self._make_room()
-                self._db.execute("COMMIT")
-            except BaseException:
+                self._insert(rows)
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise
+                # The disk filled before the bound: make room as the bound would (the oldest
+                # telemetry first; rows deleted leave pages the file reuses), then try once more.
+                if not self._drop_oldest(2 * sum(r[2] for r in rows)):
+                    raise BufferDiskFull(str(exc)) from exc
+                try:
+                    self._insert(rows)
+                except sqlite3.OperationalError as again:
+                    if _disk_full(again):
+                        raise BufferDiskFull(str(again)) from again
+                    raise
+
+    def _insert(self, rows: list[tuple[int, int, int, bytes]]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT INTO chunks (keep, points, size, body) VALUES (?, ?, ?, ?)", rows)
+            self.bytes += sum(r[2] for r in rows)
+            self.points += sum(r[1] for r in rows)
+            self._make_room()
+            self._db.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (disk full) has already rolled back: ROLLBACK would raise and hide why.
+            if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-                row = self._db.execute("SELECT COALESCE(SUM(size), 0), COALESCE(SUM(points), 0) FROM chunks").fetchone()
-                self.bytes, self.points = int(row[0]), int(row[1])
-                raise
+            self._recount()
+            raise
+
+    def _free_bytes(self) -> int:
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return 1 << 62
+        return stat.f_bavail * stat.f_frsize
+
+    def _headroom(self) -> int:
+        """Space kept free on the buffer's disk: a quarter of it, at most DISK_HEADROOM_BYTES."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        return min(DISK_HEADROOM_BYTES, stat.f_blocks * stat.f_frsize // 4)
+
+    def _recount(self) -> None:
+        row = self._db.execute("SELECT COALESCE(SUM(size), 0), COALESCE(SUM(points), 0) FROM chunks").fetchone()
+        self.bytes, self.points = int(row[0]), int(row[1])
+
+    def _drop_oldest(self, wanted: int) -> bool:
+        """Delete the oldest telemetry chunks, `wanted` bytes of them (disk full); False if none could go."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            freed, count = 0, 0
+            for chunk_id, points, size in self._db.execute(
+                    "SELECT id, points, size FROM chunks WHERE keep = 0 ORDER BY id").fetchall():
+                self._db.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+                freed += size
+                count += points
+                if freed >= wanted:
+                    break
+            if not count:
+                self._db.execute("ROLLBACK")
+                return False
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._recount()
+            return False
+        self.dropped += count
+        self._recount()
+        log.warning("point buffer's disk is full: dropped the oldest telemetry (%d points dropped so far)", self.dropped)
+        return True
 
     def _make_room(self) -> None:
         while self.bytes > self.max_bytes:
@@ -123,12 +210,16 @@ class DiskBuffer:
 
     def remove(self, chunk_id: int) -> None:
         with self._lock:
-            row = self._db.execute("DELETE FROM chunks WHERE id = ? RETURNING points, size", (chunk_id,)).fetchone()
+            row = self._delete(chunk_id)
             if row is not None:
                 self.points -= int(row[0])
                 self.bytes -= int(row[1])
             if self.points == 0:
                 self._db.execute("PRAGMA incremental_vacuum")
+
+    def _delete(self, chunk_id: int) -> tuple[int, int] | None:
+        row = self._db.execute("DELETE FROM chunks WHERE id = ? RETURNING points, size", (chunk_id,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
 
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
@@ -164,6 +255,7 @@ class PointSink:
         self._stopping = threading.Event()
         self._flusher: threading.Thread | None = None
         self.store_ok = True
+        self.disk_full = False  # the buffer's disk refused the last points
 
     # ------------------------------------------------------------ the worker's side
 
@@ -222,7 +314,19 @@ class PointSink:
 
     def _to_buffer(self, points: Sequence[Point]) -> None:
         assert self.buffer is not None
-        self.buffer.append(points)
+        try:
+            self.buffer.append(points)
+        except BufferDiskFull as exc:
+            # Nothing can be kept: counted as lost (points_failed), logged once per episode, and the
+            # batch goes on, so its tickets are still committed (a full disk must not stop P0 alarms).
+            if not self.disk_full:
+                log.error("point buffer's disk is full (%s): points are lost until space or the store returns", exc)
+            self.disk_full = True
+            self.stats.failed += len(points)
+            return
+        if self.disk_full:
+            log.warning("point buffer takes points again")
+        self.disk_full = False
         self.stats.buffered += len(points)
         self._wake.set()
 
@@ -267,7 +371,12 @@ class PointSink:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             backoff = _BACKOFF_MIN_S
-            self.buffer.remove(chunk.id)
+            try:
+                self.buffer.remove(chunk.id)
+            except Exception:  # the thread must live on; the chunk is written again (the store overwrites)
+                log.exception("removing a flushed chunk from the point buffer failed; retrying")
+                self._stopping.wait(_BACKOFF_MAX_S)
+                continue
             if not len(self.buffer):
                 log.info("point buffer drained: the time-series store has every point")
 

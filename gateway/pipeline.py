@@ -141,6 +141,9 @@ class Pipeline:
             )
             if isinstance(result, Rejection):
                 rejections.append(self._explained(result))
+                if result.reason is RejectReason.FUTURE_TS and result.site and result.device_id:
+                    # A device whose clock jumped ahead still speaks: not silent, so never falsely offline.
+                    decisions.extend(self._engine.heard(result.site, result.device_id, now))
                 continue
             if result.channel in (Channel.TELEMETRY, Channel.EVENT) and self._engine.is_duplicate(result):
                 self.counters.duplicates += 1

@@ -77,16 +77,18 @@ class Gateway:
                                  int(options.buffer_max_mb * 1024 * 1024))
         self.sink = PointSink(self.store, self.buffer, on_rejected=lambda refused: self.pipeline.dead_letter_points(refused))
         self._inbox: queue.Queue[Inbound | LinkChange] = queue.Queue()
-        host, port, tls = settings.mqtt_host_port
+        host, port, _tls = settings.mqtt_host_port
+        tls = settings.mqtt_tls  # mqtts://: CA, client certificate and key from the settings
         self.link = ControlLink(
             host=host, port=port, client_id=settings.mqtt_client_id, inbox=self._inbox,
             clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
-            clock_sink=self._follow_clock if self.followed_clock is not None else None,
+            clock_sink=self._follow_control_clock if self.followed_clock is not None else None,
         )
         # Site messages come on one persistent session per held site, taken over with its lease.
         self.site_links = SiteLinks(lambda site: SiteLink(
             host=host, port=port, client_id=options.site_session_id(site), site_ids=[site], inbox=self._inbox,
             clock=self.clock, username=settings.mqtt_username, password=settings.mqtt_password, tls=tls,
+            clock_sink=self._follow_clock if self.followed_clock is not None else None,
         ))
         self.pipeline = Pipeline(
             sites=self.held_sites(), engine=self.engine, database=self.database, sink=self.sink,
@@ -359,6 +361,14 @@ class Gateway:
         self._restore_states(held.ids())
         self._engine_stale = False
         log.info("database back: live state restored from it; the kept messages are processed again")
+
+    def _follow_control_clock(self, payload: bytes) -> None:
+        """The clock as the control link hears it: only while no site session is open. A site session hears
+        it too, in order with the site's messages (a simulator announces a step once the broker has its
+        devices' messages); the control link's copy may arrive first, and a step ahead of messages still on
+        their way makes their devices look silent."""
+        if not self.site_links.links:
+            self._follow_clock(payload)
 
     def _follow_clock(self, payload: bytes) -> None:
         """Network thread: a new announcement of the simulator's clock (a jump, or a driven tick)."""

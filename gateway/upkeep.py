@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from linli.clock import Clock
 from linli.engine import Decision, Engine
@@ -97,9 +98,18 @@ class Upkeep:
 
     def dispatch_until(self, stopping: threading.Event) -> None:
         """The sender thread: what is due in the outbox, then sleep until woken or a second passes."""
+        database_down = False  # one line per outage, not a traceback a second
         while not stopping.is_set():
             try:
                 self.dispatcher.run_due()
+                if database_down:
+                    log.warning("sending notifications again: the database answers")
+                database_down = False
+            except OperationalError as exc:
+                if not database_down:
+                    log.error("sending notifications paused: the database does not answer (%s)",
+                              str(exc.orig or exc).strip().splitlines()[0])
+                database_down = True
             except Exception:  # a broken receiver or database blip is retried; the thread lives on
                 log.exception("sending notifications failed")
             self._wake.wait(DISPATCH_EVERY_S)

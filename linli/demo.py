@@ -214,6 +214,9 @@ def _run(args: argparse.Namespace, children: list[Child]) -> int:
     print(
         f"\nLinli 邻里 demo is running. Press Ctrl-C to stop.\n"
         f"  居民页面 Resident page  {base}/\n"
+        f"  值班室 Crew dashboard   {base}/crew\n"
+        f"  维修 Technician page    {base}/tech\n"
+        f"  管理 Manager page       {base}/manager\n"
         f"  API docs               {base}/docs\n"
         f"  Health                 {base}/healthz\n"
         f"  MQTT broker            mqtt://127.0.0.1:{mqtt_port}  ({broker_label})\n"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from linli.mqtt_tls import MqttTls
 from linli.site import builtin_site_path
 
 DEV_SECRET = "linli-development-secret-change-me"  # noqa: S105 - refused in production
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_client_id: str = Field("linli-gateway", description="the gateway's persistent-session client id")
+    # mqtts:// only (linli/mqtt_tls.py, docs/security.md): the broker's certificate is always verified
+    mqtt_ca_file: Path | None = Field(None, description="mqtts://: CA to check the broker's certificate with (empty: system CAs)")
+    mqtt_cert_file: Path | None = Field(None, description="mqtts://: this client's certificate, for a broker that requires one")
+    mqtt_key_file: Path | None = Field(None, description="mqtts://: the private key of LINLI_MQTT_CERT_FILE")
     public_base_url: str = Field("http://127.0.0.1:8000", description="the address people open: links in notifications")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
@@ -66,6 +71,20 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _mqtt_tls_files(self) -> Settings:
+        files = {"LINLI_MQTT_CA_FILE": self.mqtt_ca_file, "LINLI_MQTT_CERT_FILE": self.mqtt_cert_file,
+                 "LINLI_MQTT_KEY_FILE": self.mqtt_key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.mqtt_host_port[2]:
+            raise ValueError(f"{', '.join(given)} need a TLS broker URL: LINLI_MQTT_URL=mqtts://host:port")
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("LINLI_MQTT_CERT_FILE and LINLI_MQTT_KEY_FILE go together")
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={path}: no such file")
+        return self
+
+    @model_validator(mode="after")
     def _no_default_secrets(self) -> Settings:
         if self.env == "production" and (self.secret_key == DEV_SECRET or len(self.secret_key) < 32):
             raise ValueError("LINLI_SECRET_KEY must be set to a random value of 32+ characters in production")
@@ -94,6 +113,14 @@ class Settings(BaseSettings):
     @property
     def timeseries_url(self) -> str:
         return self.tsdb_url or f"sqlite:///{(self.data_dir / 'timeseries.db').resolve()}"
+
+    @property
+    def mqtt_tls(self) -> MqttTls | None:
+        """TLS for MQTT clients (``linli.mqtt_tls.apply_tls``), or None for a plain mqtt:// broker."""
+        if not self.mqtt_host_port[2]:
+            return None
+        return MqttTls(*(str(p) if p is not None else None
+                         for p in (self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)))
 
     @property
     def mqtt_host_port(self) -> tuple[str, int, bool]:

@@ -10,13 +10,12 @@ an answer that arrives while the API is down or restarting is not lost, and ther
 from __future__ import annotations
 
 import logging
-import ssl
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import paho.mqtt.client as mqtt
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -26,6 +25,7 @@ from api.deps import ClockDep, CurrentUser, SessionDep, SettingsDep, SitesDep, V
 from api.routes.devices import DEVICE_LOOKUP_ERRORS, DeviceIdPath, SiteQuery, resolve_device
 from api.schemas_workflow import CommandPublic, CommandRequest, CommandSent, CommandsPublic
 from linli.commands import command_message
+from linli.mqtt_tls import apply_tls
 from linli.settings import Settings
 from linli.site import Device, Site
 from linli.storage.commands import FAILED, DeviceCommandRow, commands_of, record_sent, status_at
@@ -50,8 +50,7 @@ def publish(settings: Settings, topic: str, payload: bytes, expiry_s: int) -> No
                          protocol=mqtt.MQTTv5)
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    if tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    apply_tls(client, settings.mqtt_tls if tls else None)
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.MessageExpiryInterval = expiry_s
     try:
@@ -140,7 +139,7 @@ def command_public(row: DeviceCommandRow, now: datetime) -> CommandPublic:
 )
 def send_command(
     device_id: DeviceIdPath, body: CommandRequest, *, session: SessionDep, user: CurrentUser, sites: SitesDep,
-    visible: VisibleSites, settings: SettingsDep, clock: ClockDep, site: SiteQuery = None,
+    visible: VisibleSites, settings: SettingsDep, clock: ClockDep, request: Request, site: SiteQuery = None,
 ) -> CommandSent:
     """Publish a command to the device (manager; technician of the team maintaining its kind). Follow it
     with `GET /api/v1/commands/{id}`: `sent` until the device answers (`acked`, `failed`) or it expires."""
@@ -171,6 +170,9 @@ def send_command(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"the command was not sent (recorded as failed): {exc}") from exc
     log.info("command %s %s to %s/%s by %s", command_id, body.action, found_site.id, device.id, user.username)
+    live = getattr(request.app.state, "live", None)
+    if live is not None:
+        live.note_command()  # the `command` event (docs/live-updates.md) goes out now, not at the next poll
     return CommandSent(id=command_id)
 
 

@@ -4,7 +4,8 @@ time-series store."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -13,12 +14,15 @@ from api.deps import ClockDep, SessionDep, SitesDep, StoreDep, VisibleSites
 from api.schemas import DeviceDetailPublic, DevicesPublic, Health, LifecyclePublic, TelemetryPoint, TelemetryPublic
 from api.views import LiveView, device_detail, device_public, lifecycle_events, lifecycle_public, telemetry_fields
 from linli.site import Device, Site, SiteRegistry
-from linli.tsdb import StoreError
+from linli.tsdb import Sample, StoreError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/devices", tags=["devices"])
 
 DEFAULT_TELEMETRY_WINDOW = timedelta(hours=24)
+EVENTS_FIELD = "events"  # field=events: the device's own events (their `code`s), counted per bucket
+AGGREGATED_READ_MAX = 200_000  # samples read for one aggregated answer (a day of 1 s telemetry and more)
+Aggregation = Literal["mean", "min", "max", "last", "increase", "distinct", "count"]
 SiteQuery = Annotated[
     str | None,
     Query(description="site id; may be left out when the device id is unique among the sites you see", examples=["wanmei"]),
@@ -143,15 +147,26 @@ def get_telemetry(
     since: Annotated[datetime | None, Query(description="ISO 8601 with offset; default: 24 h before `until`")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601 with offset; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    every: Annotated[int | None, Query(ge=60, le=86_400, description=(
+        "seconds: one point per bucket of this length from `since` (its start; empty buckets left out), "
+        "the `agg` of the bucket's samples"))] = None,
+    agg: Annotated[Aggregation, Query(description=(
+        "with `every`: mean, min, max, last; increase (of a counter such as trips or energy_kwh, a reset "
+        "counting from zero); distinct (different values: charging sessions from session_id); count"))] = "mean",
+    code: Annotated[list[str] | None, Query(max_length=20, description=(
+        "with field=events: count only these event codes (e.g. door_fault, door_open_moving)"))] = None,
 ) -> TelemetryPublic:
-    """Points of one field, ascending, read from the time-series store."""
+    """Points of one field, ascending, read from the time-series store; with `every`, aggregated per
+    bucket (the device panel's 24 h charts). `field=events` reads the device's own events."""
     found_site, device = resolve_device(sites, visible, device_id, site)
-    known = telemetry_fields(device.kind)
+    known = [*telemetry_fields(device.kind), EVENTS_FIELD]
     if field not in known:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"unknown field {field!r} for a {device.kind}; known fields: {', '.join(known)}",
         )
+    if field == EVENTS_FIELD and every is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "field=events is counted per bucket: give every=")
     end = _aware("until", until) or clock.now()
     try:
         start = _aware("since", since) or end - DEFAULT_TELEMETRY_WINDOW
@@ -161,10 +176,24 @@ def get_telemetry(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must not be after until")
     if store is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the time-series store is not available; try again later")
+    kind, name = ("event", "code") if field == EVENTS_FIELD else (device.kind, field)
+
+    def read(since_: datetime, limit_: int, field_: str | None = None) -> list[Sample]:
+        return store.query(site=found_site.id, kind=kind, device_id=device.id, field=field_ or name, since=since_,
+                           until=end, limit=limit_)
+
     try:
-        samples = store.query(
-            site=found_site.id, kind=device.kind, device_id=device.id, field=field, since=start, until=end, limit=limit
-        )
+        if every is None:
+            samples = read(start, limit)
+        else:
+            wanted = set(code) if code else None
+            raw = [s for s in read_all(read, start) if wanted is None or s.value in wanted]
+            meters: dict[datetime, object] | None = None
+            if agg == "increase" and device.kind == "charger":  # each connector has its own meter
+                connectors = read_all(lambda since_, limit_: read(since_, limit_, "connector_id"), start)
+                meters = {sample.ts: sample.value for sample in connectors}
+            samples = aggregate(raw, start, timedelta(seconds=every), "count" if field == EVENTS_FIELD else agg,
+                                meters)
     except StoreError as exc:
         log.warning("telemetry query for %s/%s failed on %s: %s", found_site.id, device.id, store.url_redacted, exc)
         raise HTTPException(
@@ -176,3 +205,61 @@ def get_telemetry(
         field=field,
         points=[TelemetryPoint(ts=sample.ts, value=sample.value) for sample in samples],
     )
+
+
+def read_all(read: Callable[[datetime, int], list[Sample]], start: datetime) -> list[Sample]:
+    """Every sample from `start` (page by page of the store's limit), up to AGGREGATED_READ_MAX."""
+    out: list[Sample] = []
+    since = start
+    while len(out) < AGGREGATED_READ_MAX:
+        page = read(since, 10_000)
+        out += page
+        if len(page) < 10_000:
+            break
+        since = page[-1].ts + timedelta(milliseconds=1)
+    return out
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    return float(value) if isinstance(value, int | float) else None
+
+
+def aggregate(samples: Sequence[Sample], start: datetime, every: timedelta, agg: str,
+              meters: dict[datetime, object] | None = None) -> list[Sample]:
+    """One sample per non-empty bucket [start + k*every, ...), at the bucket's start. `meters` says
+    which counter a sample is of (a charger's connector, by time) for `increase`."""
+    buckets: dict[int, list[Sample]] = {}
+    for sample in samples:
+        buckets.setdefault(int((sample.ts - start) / every), []).append(sample)
+    out: list[Sample] = []
+    previous: dict[object, float] = {}  # each counter's last value before the bucket (increase)
+    for index in sorted(buckets):
+        group = buckets[index]
+        at = (start + index * every).astimezone(UTC)
+        if agg == "count":
+            out.append(Sample(at, float(len(group))))
+            continue
+        if agg == "distinct":
+            out.append(Sample(at, float(len({s.value for s in group}))))
+            continue
+        values = [v for v in (_number(s.value) for s in group) if v is not None]
+        if not values:
+            continue
+        if agg == "increase":
+            total = 0.0
+            for sample in group:
+                value = _number(sample.value)
+                if value is None:
+                    continue
+                meter = meters.get(sample.ts) if meters is not None else None
+                before = previous.get(meter)
+                if before is not None:
+                    total += value - before if value >= before else value  # a reset counts from zero
+                previous[meter] = value
+            out.append(Sample(at, round(total, 6)))
+        else:
+            value = {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}.get(agg, values[-1])
+            out.append(Sample(at, round(value, 6)))
+    return out

@@ -132,7 +132,8 @@ async def _frames(hub: LiveHub, stream: Stream, *, ends_at: float | None = None)
     **_STREAM_DOC, 401: {"description": "no token, or a bad or expired one"}})
 async def private_events(request: Request, viewer: ViewerDep, sites: SitesDep) -> EventStreamResponse:
     """Server-Sent Events of your sites: `ticket` (new and changed tickets; a technician: their teams'
-    only) and `device` (online, health and key readings). Formats: `docs/live-updates.md`."""
+    only), `device` (online, health and key readings) and `command` (a command sent to a device, then
+    acked, failed or expired). Formats: `docs/live-updates.md`."""
     user = viewer.user
     teams = frozenset(user.teams or ()) if team_scoped(user) else None
     hub = _hub(request)

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
@@ -29,12 +29,13 @@ from starlette.types import Message
 
 from api import schemas
 from api.deps import ClockDep, SessionDep, SettingsDep, SitesDep
+from api.routes.sites import PlanBuilding, PlanCompound, PlanRect
 from api.routes.uploads import PhotoStoreDep, photo_name_of, photo_response
 from api.schemas_public import HazardRequest, ProgressStep, ReportCreated, ReportPublic, ReportRequest, ReportTicket
-from api.views import LiveView, charger_state, devices_of, elevator_state, fault_name, streetlight_state
+from api.views import LiveView, charger_state, devices_of, elevator_state, fault_name, location_of, streetlight_state
 from linli.clock import Clock
 from linli.settings import Settings
-from linli.site import Site
+from linli.site import DeviceKind, Site
 from linli.storage.models import ResidentReport, TicketRow
 from linli.storage.resident_reports import CATEGORIES, Filed, NewReport, ReportRefused, file_report, new_report_id
 from linli.tickets import EventType
@@ -109,6 +110,57 @@ def public_status(
         elevators=elevators,
         chargers=chargers,
         tickets=tickets,
+    )
+
+
+class PublicPlanDevice(BaseModel):
+    id: str
+    kind: DeviceKind
+    name: str
+    name_en: str | None
+    building: str | None = Field(description="an elevator's building id")
+    position: schemas.Position | None = Field(description="its own position, else its building's")
+
+
+class PublicSitePlan(BaseModel):
+    """What the resident page draws: compounds, buildings, where each device is (no cabinets, no circuits)."""
+
+    site: str
+    width: float
+    height: float
+    compounds: list[PlanCompound]
+    buildings: list[PlanBuilding]
+    devices: list[PublicPlanDevice]
+
+
+@router.get("/plan", response_model=PublicSitePlan, responses={404: {"description": "no such site"}})
+def public_plan(
+    sites: SitesDep,
+    site: Annotated[str, Query(description="site id, e.g. wanmei", examples=["wanmei"], max_length=64)],
+) -> PublicSitePlan:
+    """The site plan for the resident page: compounds, buildings and where every device is, so that a
+    resident can tap a device (or a courier a place) on it. Geometry only; states are in `/public/status`."""
+    found = sites.get(site)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} not found")
+    spec = found.spec
+    return PublicSitePlan(
+        site=found.id, width=spec.plan.width, height=spec.plan.height,
+        compounds=[
+            PlanCompound(id=c.id, name=c.name, name_en=c.name_en,
+                         area=PlanRect(x=c.area.x, y=c.area.y, w=c.area.w, h=c.area.h) if c.area else None)
+            for c in spec.compounds
+        ],
+        buildings=[
+            PlanBuilding(id=b.id, compound=b.compound, name=b.name, name_en=b.name_en,
+                         position=schemas.Position(x=b.position.x, y=b.position.y) if b.position else None)
+            for b in spec.buildings
+        ],
+        devices=[
+            PublicPlanDevice(id=d.id, kind=d.kind, name=d.name, name_en=d.name_en, building=d.building,
+                             position=location_of(found, d).position)
+            for d in found.devices.values()
+        ],
     )
 
 

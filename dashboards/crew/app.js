@@ -1,287 +1,120 @@
 /* The crew dashboard (物业/网格 duty room): the site plan with every device coloured by health,
-   counters, the open tickets by SLA deadline, and a device panel.
+   counters, the open tickets by SLA deadline, and a device panel (its last 24 h in charts, commands
+   to a light and their answers, its tickets).
    It loads the plan, the devices and the open tickets once after sign-in; after that every change
    arrives over Server-Sent Events (GET /api/v1/events): the page never polls. The countdowns tick
-   locally. Every text from the server goes through textContent (never innerHTML); nothing loads
-   from another origin. */
+   locally from the server's clock (Linli.serverNow: deadlines are on the system's clock, the
+   simulator's in the demo). Shared code (words, API client, SSE, site plan) is in
+   /static/common/linli.js; every text from the server goes through textContent (never innerHTML). */
 "use strict";
 
 (function () {
-  const CATALOGUES = window.LINLI_CREW_I18N;
-  const LANG_KEY = "linli.lang"; // shared with the resident page
-  const TOKEN_KEY = "linli.crew.token";
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  const API = "/api/v1";
+  const L = window.Linli;
+  const words = L.words(window.LINLI_CREW_I18N);
+  const t = (key) => words.t(key);
+  const word = (group, key) => words.word(group, key);
+  const $ = L.$;
+  const el = L.el;
+  const client = L.client("linli.crew.token");
   const ACTIVE = ["open", "acknowledged", "in_progress", "on_hold"];
   const WAITING = ["open", "acknowledged"]; // nobody on site yet (api/views.py: WAITING)
   const BEING_FIXED = ["in_progress", "on_hold", "resolved", "verified"];
   const HEALTHS = ["ok", "fault", "offline", "maintenance"];
+  const COMMAND_STATUSES = ["sent", "acked", "failed", "expired"];
   const LIT_RATIO = 0.10; // lit at 10% of rated power, as the lamp_failure detector
-  const RECONNECT_MS = 5000;
+  const DAY_S = 24 * 3600;
+  /* The panel's charts per kind: GET /devices/{id}/telemetry aggregated per bucket (`every` s). */
+  const CHARTS = {
+    streetlight: [
+      { key: "chartPower", field: "power_w", agg: "mean", every: 600, unit: "W", fromZero: true },
+      { key: "chartVoltage", field: "voltage_v", agg: "mean", every: 600, unit: "V" },
+      { key: "chartLeakage", field: "leakage_ma", agg: "max", every: 600, unit: "mA" }
+    ],
+    elevator: [
+      { key: "chartTrips", field: "trips", agg: "increase", every: 3600, bars: true, fromZero: true },
+      { key: "chartDoorFaults", field: "events", agg: "count", every: 3600, bars: true, zeros: true, fromZero: true,
+        codes: ["door_fault", "door_open_moving"] }
+    ],
+    charger: [
+      { key: "chartSessions", field: "session_id", agg: "distinct", every: 3600, bars: true, zeros: true, fromZero: true },
+      { key: "chartEnergy", field: "energy_kwh", agg: "increase", every: 3600, bars: true, unit: "kWh", fromZero: true }
+    ]
+  };
 
-  let lang = readLang();
-  let token = readToken();
   let siteId = null;
   let plan = null; // GET /sites/{site}/plan
   const devices = new Map(); // id -> device (GET /devices item, updated by events)
   const tickets = new Map(); // id -> active ticket
   const pendingTickets = new Set(); // ids being fetched after an event
-  let source = null; // the EventSource
   let panelDevice = null;
+  let panelCommands = new Map(); // id -> command of the panel's device (GET .../commands, then events)
+  let charts = []; // uPlot instances of the panel
 
-  // ------------------------------------------------------------ words
+  // ------------------------------------------------------------ small helpers
 
-  function readLang() {
-    try {
-      const saved = window.localStorage.getItem(LANG_KEY);
-      if (saved && Object.prototype.hasOwnProperty.call(CATALOGUES, saved)) return saved;
-    } catch (e) { /* storage may be disabled */ }
-    return "zh-CN";
+  function planDeviceOf(id) {
+    return plan ? plan.devices.find((d) => d.id === id) : null;
   }
 
-  function readToken() {
-    try { return window.sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  function deviceName(id) {
+    const device = planDeviceOf(id);
+    return device ? words.localName(device) : id;
   }
 
-  function keepToken(value) {
-    token = value;
-    try {
-      if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
-      else window.sessionStorage.removeItem(TOKEN_KEY);
-    } catch (e) { /* kept in memory only */ }
-  }
+  // ------------------------------------------------------------ sign-in and loading (Linli.signedInPage)
 
-  function t(key) {
-    const value = CATALOGUES[lang][key];
-    return typeof value === "string" ? value : key;
-  }
-
-  function word(group, key) {
-    const words = CATALOGUES[lang][group] || {};
-    return words[key] || key;
-  }
-
-  function localName(item) {
-    if (!item) return "";
-    return lang === "en" && item.name_en ? item.name_en : item.name;
-  }
-
-  function faultWord(ticket) {
-    const name = ticket.fault_name || {};
-    return (lang === "en" ? name.en : name.zh) || ticket.fault || "";
-  }
-
-  // ------------------------------------------------------------ DOM helpers
-
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-    return node;
-  }
-
-  function num(value, fallback) {
-    const n = Number(value);
-    return Number.isFinite(n) ? n : fallback;
-  }
-
-  function formatTime(iso) {
-    const date = new Date(iso);
-    if (!iso || Number.isNaN(date.getTime())) return "—";
-    return new Intl.DateTimeFormat(lang === "en" ? "en-GB" : "zh-CN", {
-      month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit"
-    }).format(date);
-  }
-
-  function showMessage(text) {
-    const box = $("message");
-    box.textContent = text || "";
-    box.hidden = !text;
-  }
-
-  function setLive(key) {
-    const badge = $("live");
-    badge.hidden = !key;
-    badge.dataset.state = key || "";
-    badge.textContent = key ? t(key) : "";
-  }
-
-  // ------------------------------------------------------------ API
-
-  class Unauthorized extends Error {}
-
-  async function api(path, options) {
-    const headers = { Accept: "application/json" };
-    if (token) headers.Authorization = "Bearer " + token;
-    const response = await fetch(API + path, Object.assign({ headers: headers, cache: "no-store" }, options || {}));
-    if (response.status === 401) throw new Unauthorized(path);
-    if (!response.ok) throw new Error(path + " answered " + response.status);
-    return response.json();
-  }
-
-  async function signIn(event) {
-    event.preventDefault();
-    showMessage("");
-    const form = new URLSearchParams();
-    form.set("username", $("username").value);
-    form.set("password", $("password").value);
-    try {
-      const response = await fetch(API + "/auth/token", {
-        method: "POST", body: form, headers: { Accept: "application/json" }
-      });
-      if (response.status === 401 || response.status === 400) {
-        showMessage(t("signInFailed"));
-        return;
-      }
-      if (!response.ok) throw new Error("token " + response.status);
-      keepToken((await response.json()).access_token);
-      $("password").value = "";
-      await start();
-    } catch (error) {
-      showMessage(t("signInError"));
-    }
-  }
-
-  function signOut() {
-    keepToken(null);
-    if (source) source.close();
-    source = null;
-    missed = false;
-    siteId = null;
-    plan = null;
-    devices.clear();
-    tickets.clear();
-    closePanel();
-    setLive(null);
-    showSignIn();
-  }
-
-  function showSignIn() {
-    $("board").hidden = true;
-    $("sign-out").hidden = true;
-    $("sign-in").hidden = false;
-    applyStaticWords();
-  }
-
-  // ------------------------------------------------------------ loading
-
-  async function chooseSite() {
-    const fromQuery = new URLSearchParams(window.location.search).get("site");
-    const me = await api("/auth/me");
-    if (fromQuery && me.sites.includes(fromQuery)) return fromQuery;
-    return me.sites.length ? me.sites[0] : null;
-  }
-
-  async function start() {
-    if (!token) {
-      showSignIn();
-      return;
-    }
-    $("sign-in").hidden = true;
-    showMessage(t("loading"));
-    try {
-      siteId = await chooseSite();
-      if (!siteId) {
-        showMessage(t("noSite"));
-        return;
-      }
+  const page = L.signedInPage({
+    client: client,
+    words: words,
+    async onStart(me, site) {
+      siteId = site;
       await loadAll();
-      showMessage("");
-      $("board").hidden = false;
-      $("sign-out").hidden = false;
+    },
+    onShown() {
       render();
       listen();
-    } catch (error) {
-      if (error instanceof Unauthorized) {
-        signOut();
-        return;
-      }
-      showMessage(t("loadFailed"));
-    }
-  }
+    },
+    onSignOut() {
+      siteId = null;
+      plan = null;
+      devices.clear();
+      tickets.clear();
+      closePanel();
+    },
+    onSignInShown: applyStaticWords,
+    onLanguage: render
+  });
+  const setLive = page.setLive;
+  const signOut = page.signOut;
 
   async function loadAll() {
-    const site = encodeURIComponent(siteId);
-    const statuses = ACTIVE.map((s) => "&status=" + s).join("");
-    const [planData, deviceData, ticketData] = await Promise.all([
-      api("/sites/" + site + "/plan"),
-      api("/devices?site=" + site + "&limit=1000"),
-      api("/tickets?site=" + site + statuses + "&limit=500")
-    ]);
-    plan = planData;
+    const snapshot = await L.siteSnapshot(client, siteId, ACTIVE, "&limit=500");
+    plan = snapshot.plan;
     devices.clear();
-    for (const device of deviceData.items) devices.set(device.id, device);
+    for (const device of snapshot.devices) devices.set(device.id, device);
     tickets.clear();
-    for (const ticket of ticketData.items) tickets.set(ticket.id, ticket);
+    for (const ticket of snapshot.tickets) tickets.set(ticket.id, ticket);
   }
 
   // ------------------------------------------------------------ live updates (SSE)
 
-  let retryMs = RECONNECT_MS;
-  let missed = false; // the stream was down: what happened meanwhile is loaded again once it is back
-
   function listen() {
-    if (source) source.close();
-    setLive(missed ? "reconnecting" : "connecting");
-    source = new EventSource(API + "/events?token=" + encodeURIComponent(token));
-    source.addEventListener("open", onOpen);
-    source.addEventListener("device", (event) => onDevice(parse(event)));
-    source.addEventListener("ticket", (event) => onTicket(parse(event)));
-    source.addEventListener("error", () => {
-      missed = true;
-      setLive("reconnecting");
-      if (source && source.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
-      // Refused (token expired, server gone): try again later, less and less often.
-      source = null;
-      window.setTimeout(reconnect, retryMs);
-      retryMs = Math.min(retryMs * 2, 60000);
-    });
+    page.listen({ device: onDevice, ticket: onTicket, command: onCommand }, onStreamState);
   }
 
-  async function reconnect() {
-    if (!token) return;
-    try {
-      await api("/auth/me"); // an expired token signs out instead of knocking forever
-    } catch (error) {
-      if (error instanceof Unauthorized) {
-        signOut();
-        return;
-      }
+  function onStreamState(state, missed) {
+    if (state === "refused") return page.checkSignIn();
+    setLive(state);
+    if (state === "live" && missed) {
+      // what happened while the stream was down is not replayed: load it again
+      loadAll().then(render).catch(() => { /* the next reconnect tries again */ });
     }
-    listen();
-  }
-
-  async function onOpen() {
-    retryMs = RECONNECT_MS;
-    setLive("live");
-    if (!missed) return;
-    missed = false;
-    try {
-      await loadAll();
-      render();
-    } catch (error) {
-      missed = true;
-    }
-  }
-
-  function parse(event) {
-    try { return JSON.parse(event.data); } catch (e) { return null; }
+    return true;
   }
 
   function onDevice(data) {
-    if (!data || data.site !== siteId) return;
-    const device = devices.get(data.device_id);
+    const device = L.deviceEvent(devices, siteId, data);
     if (!device) return;
-    if (typeof data.online === "boolean") device.online = data.online;
-    if (data.last && typeof data.last === "object") device.last = Object.assign({}, device.last, data.last);
     if (data.last_seen || data.at) device.last_seen = data.last_seen || data.at;
     // The server's word when the event carries it; else the same rule from what the page knows.
     device.health = HEALTHS.includes(data.health) ? data.health : healthFromTickets(device);
@@ -304,7 +137,7 @@
       // A new ticket: its title, fault name and deadlines come from the API, once.
       pendingTickets.add(data.id);
       tickets.set(data.id, Object.assign({ fault_name: null, device_ids: [] }, data));
-      api("/tickets/" + data.id).then((full) => {
+      client.api("/tickets/" + data.id).then((full) => {
         if (tickets.has(full.id)) tickets.set(full.id, full);
         renderTickets();
       }).catch(() => { /* keep what the event said */ }).finally(() => pendingTickets.delete(data.id));
@@ -318,6 +151,13 @@
       }
     }
     renderTickets();
+  }
+
+  function onCommand(data) {
+    if (!data || data.site !== siteId || typeof data.id !== "string") return;
+    if (data.device_id !== panelDevice || !COMMAND_STATUSES.includes(data.status)) return;
+    panelCommands.set(data.id, Object.assign(panelCommands.get(data.id) || {}, data));
+    renderCommands();
   }
 
   function healthFromTickets(device) {
@@ -335,15 +175,12 @@
   // ------------------------------------------------------------ rendering
 
   function applyStaticWords() {
-    document.documentElement.lang = lang;
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.getAttribute("data-i18n"));
-    const button = $("lang");
-    button.textContent = t("switchLabel");
-    button.setAttribute("aria-label", t("switchTo"));
-    const name = plan ? localName(plan) : null;
+    words.applyStatic();
+    const name = plan ? words.localName(plan) : null;
     $("site-name").textContent = name ? t("titleOf").replace("{site}", name) : t("title");
     document.title = $("site-name").textContent;
     if ($("live").dataset.state) setLive($("live").dataset.state);
+    noteHeaderHeight();
   }
 
   function render() {
@@ -353,12 +190,16 @@
     renderLegend();
     renderCounters();
     renderTickets();
-    if (panelDevice) renderPanelFacts();
+    if (panelDevice) {
+      renderPanelFacts();
+      renderCommands();
+      drawCharts();
+    }
   }
 
   function isLit(device) {
     const last = device.last || {};
-    const rated = (plan.devices.find((d) => d.id === device.id) || {}).rated_power_w;
+    const rated = (planDeviceOf(device.id) || {}).rated_power_w;
     return device.online && last.relay === true && typeof last.power_w === "number" && rated > 0 &&
       last.power_w >= LIT_RATIO * rated;
   }
@@ -380,106 +221,16 @@
     set("count-chargers", free.length, chargers.length);
   }
 
-  // Devices that share a point (the elevators of one building) are spread along a short row.
-  function placed() {
-    const byPoint = new Map();
-    for (const device of plan.devices) {
-      if (!device.position) continue;
-      const key = device.position.x + "," + device.position.y;
-      if (!byPoint.has(key)) byPoint.set(key, []);
-      byPoint.get(key).push(device);
-    }
-    const out = [];
-    for (const group of byPoint.values()) {
-      group.forEach((device, index) => {
-        const shift = (index - (group.length - 1) / 2) * 26;
-        out.push({ device: device, x: num(device.position.x, 0) + shift, y: num(device.position.y, 0) });
-      });
-    }
-    return out;
-  }
-
-  function marker(kind, x, y) {
-    if (kind === "elevator") return svg("rect", { x: x - 10, y: y - 10, width: 20, height: 20, rx: 3 });
-    if (kind === "charger") return svg("path", { d: "M" + x + " " + (y - 13) + " l13 13 l-13 13 l-13 -13 z" });
-    return svg("circle", { cx: x, cy: y, r: 10 });
-  }
-
   function renderPlan() {
-    const root = $("plan");
-    const width = num(plan.width, 1000);
-    const height = num(plan.height, 700);
-    root.replaceChildren();
-    root.setAttribute("viewBox", "0 0 " + width + " " + height);
-    root.append(svg("rect", { x: 0, y: 0, width: width, height: height, class: "plan-ground" }));
-    for (const compound of plan.compounds) {
-      if (!compound.area) continue;
-      const a = compound.area;
-      const group = svg("g", { class: "plan-area" });
-      group.append(svg("rect", { x: a.x, y: a.y, width: a.w, height: a.h, rx: 12 }));
-      const label = svg("text", { x: num(a.x, 0) + 12, y: num(a.y, 0) + 28 });
-      label.textContent = localName(compound);
-      group.append(label);
-      root.append(group);
-    }
-    // circuits: a thin line from the cabinet through its lights, in site-file order
-    const cabinets = new Map(plan.cabinets.map((c) => [c.id, c]));
-    const circuits = new Map();
-    for (const device of plan.devices) {
-      if (device.kind !== "streetlight" || !device.circuit || !device.position) continue;
-      if (!circuits.has(device.circuit)) circuits.set(device.circuit, { cabinet: device.cabinet, points: [] });
-      circuits.get(device.circuit).points.push(device.position);
-    }
-    for (const circuit of circuits.values()) {
-      const cabinet = cabinets.get(circuit.cabinet);
-      const points = (cabinet && cabinet.position ? [cabinet.position] : []).concat(circuit.points);
-      root.append(svg("polyline", { class: "plan-circuit", points: points.map((p) => p.x + "," + p.y).join(" ") }));
-    }
-    for (const building of plan.buildings) {
-      if (!building.position) continue;
-      const p = building.position;
-      const group = svg("g", { class: "plan-building" });
-      group.append(svg("rect", { x: p.x - 48, y: p.y - 26, width: 96, height: 52, rx: 4 }));
-      const label = svg("text", { x: p.x, y: p.y + 6, "text-anchor": "middle" });
-      label.textContent = localName(building);
-      group.append(label);
-      root.append(group);
-    }
-    for (const cabinet of plan.cabinets) {
-      if (!cabinet.position) continue;
-      const p = cabinet.position;
-      const group = svg("g", { class: "plan-cabinet" });
-      group.append(svg("rect", { x: p.x - 9, y: p.y - 12, width: 18, height: 24 }));
-      const title = svg("title");
-      title.textContent = localName(cabinet);
-      group.append(title);
-      root.append(group);
-    }
-    for (const spot of placed()) {
-      const device = spot.device;
-      const node = svg("g", {
-        class: "dev", tabindex: 0, role: "button",
-        "data-device": device.id, "data-kind": device.kind
-      });
-      node.append(marker(device.kind, spot.x, spot.y), svg("title"));
-      node.addEventListener("click", () => openPanel(device.id));
-      node.addEventListener("keydown", (event) => {
-        if (event.key === "Enter" || event.key === " ") {
-          event.preventDefault();
-          openPanel(device.id);
-        }
-      });
-      root.append(node);
-      paintDevice(node, devices.get(device.id));
-    }
+    const nodes = L.drawPlan($("plan"), plan, (item) => words.localName(item), openPanel);
+    for (const [id, node] of nodes) paintDevice(node, devices.get(id));
   }
 
   function paintDevice(node, device) {
     const health = device ? device.health : "offline";
     node.setAttribute("data-health", health);
     node.setAttribute("class", "dev h-" + health + (device && device.kind === "streetlight" && isLit(device) ? " lit" : ""));
-    const planDevice = plan.devices.find((d) => d.id === node.getAttribute("data-device"));
-    const label = localName(planDevice) + " · " + word("health", health);
+    const label = deviceName(node.getAttribute("data-device")) + " · " + word("health", health);
     node.querySelector("title").textContent = label;
     node.setAttribute("aria-label", label);
   }
@@ -501,6 +252,8 @@
     }
   }
 
+  // ------------------------------------------------------------ tickets and their countdowns
+
   // The deadline that matters now: acknowledge while open, start once acknowledged, then resolve.
   function deadline(ticket) {
     if (ticket.status === "open") return { key: "dueAck", at: ticket.ack_due_at };
@@ -513,30 +266,15 @@
     return Number.isNaN(at) ? Infinity : at;
   }
 
-  function duration(ms) {
-    const units = CATALOGUES[lang].units;
-    const total = Math.floor(Math.abs(ms) / 1000);
-    const h = Math.floor(total / 3600);
-    const m = Math.floor((total % 3600) / 60);
-    const s = total % 60;
-    const pad = (n) => String(n).padStart(2, "0");
-    return (h ? h + units.h : "") + pad(m) + units.m + pad(s) + units.s;
-  }
-
   function countdownText(ticket, now) {
     const due = deadline(ticket);
     const at = dueMillis(ticket);
-    if (at === Infinity) return { text: t("noDeadline"), late: false };
+    if (at === Infinity) return { text: t("noDeadline"), late: false, left: null };
     const left = at - now;
     const text = left >= 0
-      ? t(due.key) + " · " + t("left") + " " + duration(left)
-      : t(due.key) + " · " + t("overdue") + " " + duration(left);
-    return { text: text, late: left < 0 };
-  }
-
-  function deviceName(id) {
-    const device = plan ? plan.devices.find((d) => d.id === id) : null;
-    return device ? localName(device) : id;
+      ? t(due.key) + " · " + t("left") + " " + words.duration(left)
+      : t(due.key) + " · " + t("overdue") + " " + words.duration(left);
+    return { text: text, late: left < 0, left: left };
   }
 
   function ticketRow(ticket, withCountdown) {
@@ -544,12 +282,12 @@
     row.dataset.ticket = String(ticket.id);
     const what = el("div", "ticket-what");
     const head = el("div", "ticket-head");
-    head.append(el("span", "sev", ticket.severity || ""), el("span", "row-name", faultWord(ticket)));
+    head.append(el("span", "sev", ticket.severity || ""), el("span", "row-name", words.faultWord(ticket)));
     what.append(head);
     const where = (ticket.device_ids || []).map(deviceName).join("、");
     if (where) what.append(el("span", "ticket-where", where));
     if (withCountdown) what.append(el("span", "countdown"));
-    else what.append(el("span", "ticket-where", t("opened") + " " + formatTime(ticket.opened_at)));
+    else what.append(el("span", "ticket-where", t("opened") + " " + words.formatTime(ticket.opened_at)));
     row.append(what, el("span", "badge ts-" + ticket.status, word("ticketStatus", ticket.status)));
     if (ticket.device_ids && ticket.device_ids.length) {
       row.classList.add("clickable");
@@ -570,7 +308,7 @@
   }
 
   function tick() {
-    const now = Date.now();
+    const now = L.serverNow(); // the system's clock, not the browser's
     for (const row of $("tickets").querySelectorAll("[data-ticket]")) {
       const ticket = tickets.get(Number(row.dataset.ticket));
       const node = row.querySelector(".countdown");
@@ -578,6 +316,8 @@
       const shown = countdownText(ticket, now);
       node.textContent = shown.text;
       node.classList.toggle("late", shown.late);
+      if (shown.left === null) delete node.dataset.leftMs;
+      else node.dataset.leftMs = String(Math.round(shown.left)); // for tests and tools: ms to the deadline
     }
   }
 
@@ -585,13 +325,22 @@
 
   async function openPanel(id) {
     panelDevice = id;
+    panelCommands = new Map();
     $("panel").hidden = false;
     renderPanelFacts();
+    const device = devices.get(id) || planDeviceOf(id) || {};
+    $("panel-control").hidden = device.kind !== "streetlight";
+    setCommandBusy(false);
+    $("command-note").textContent = "";
+    renderCommands();
+    loadCharts(id, device.kind);
+    loadCommands(id);
     const list = $("panel-tickets");
     list.replaceChildren(el("li", "empty", t("loading")));
+    $("panel-close").focus();
     try {
-      const answer = await api("/tickets?site=" + encodeURIComponent(siteId) + "&device_id=" + encodeURIComponent(id) +
-        "&sort=-opened_at&limit=20");
+      const answer = await client.api("/tickets?site=" + encodeURIComponent(siteId) + "&device_id=" +
+        encodeURIComponent(id) + "&sort=-opened_at&limit=20");
       if (panelDevice !== id) return;
       list.replaceChildren();
       if (!answer.items.length) list.append(el("li", "empty", t("noDeviceTickets")));
@@ -599,11 +348,12 @@
     } catch (error) {
       if (panelDevice === id) list.replaceChildren(el("li", "empty", t("loadFailed")));
     }
-    $("panel-close").focus();
   }
 
   function closePanel() {
     panelDevice = null;
+    panelCommands = new Map();
+    destroyCharts();
     $("panel").hidden = true;
   }
 
@@ -613,9 +363,9 @@
 
   function renderPanelFacts() {
     const device = devices.get(panelDevice);
-    const planDevice = plan.devices.find((d) => d.id === panelDevice);
+    const planDevice = planDeviceOf(panelDevice);
     if (!device || !planDevice) return;
-    $("panel-title").textContent = localName(planDevice) + " (" + device.id + ")";
+    $("panel-title").textContent = words.localName(planDevice) + " (" + device.id + ")";
     const facts = $("panel-facts");
     facts.replaceChildren();
     fact(facts, t("kindLabel"), word("kind", device.kind));
@@ -628,7 +378,7 @@
       .filter((key) => planDevice[key])
       .map((key) => word("place", key) + " " + planDevice[key]);
     fact(facts, t("where"), places.join(" · "));
-    fact(facts, t("lastSeen"), device.last_seen ? formatTime(device.last_seen) : t("never"));
+    fact(facts, t("lastSeen"), device.last_seen ? words.formatTime(device.last_seen) : t("never"));
     const readings = $("panel-readings");
     readings.replaceChildren();
     for (const [key, value] of Object.entries(device.last || {})) {
@@ -637,20 +387,240 @@
     }
   }
 
-  // ------------------------------------------------------------ start
+  // ------------------------------------------------------------ commands (a light: on, off, dim)
 
-  function toggleLanguage() {
-    lang = lang === "zh-CN" ? "en" : "zh-CN";
-    try { window.localStorage.setItem(LANG_KEY, lang); } catch (e) { /* not kept */ }
-    render();
+  async function loadCommands(id) {
+    try {
+      const answer = await client.api("/devices/" + encodeURIComponent(id) + "/commands?site=" +
+        encodeURIComponent(siteId) + "&limit=10");
+      if (panelDevice !== id) return;
+      for (const command of answer.items) {
+        // an event may have come first: it is newer
+        if (!panelCommands.has(command.id)) panelCommands.set(command.id, command);
+      }
+      renderCommands();
+    } catch (error) {
+      if (panelDevice === id) $("command-note").textContent = t("commandsLoadFailed");
+    }
   }
 
-  $("lang").addEventListener("click", toggleLanguage);
-  $("sign-in-form").addEventListener("submit", signIn);
-  $("sign-out").addEventListener("click", signOut);
+  function commandWords(command) {
+    const params = command.params || {};
+    if (command.action === "set_light") {
+      if (params.relay === false) return t("cmdOffDone");
+      if (typeof params.dim_pct === "number" && params.dim_pct < 100) {
+        return t("cmdDimDone").replace("{pct}", String(params.dim_pct));
+      }
+      return t("cmdOnDone");
+    }
+    if (command.action === "set_available") return t(params.available ? "cmdAvailable" : "cmdUnavailable");
+    return word("actions", command.action);
+  }
+
+  function renderCommands() {
+    const list = $("panel-commands");
+    list.replaceChildren();
+    const all = Array.from(panelCommands.values());
+    all.sort((a, b) => Date.parse(b.sent_at || "") - Date.parse(a.sent_at || "") || (a.id < b.id ? -1 : 1));
+    if (!all.length) list.append(el("li", "empty", t("noCommands")));
+    for (const command of all.slice(0, 10)) {
+      const row = el("li", "row command");
+      row.dataset.command = command.id;
+      row.dataset.status = command.status;
+      const what = el("div", "ticket-what");
+      what.append(el("span", "row-name", commandWords(command)));
+      const by = command.requested_by === "system" ? t("bySystem") : command.requested_by;
+      what.append(el("span", "ticket-where", words.formatTime(command.sent_at) + (by ? " · " + by : "")));
+      if (command.error) what.append(el("span", "ticket-where command-error", command.error));
+      row.append(what, el("span", "badge cs-" + command.status, word("commandStatus", command.status)));
+      list.append(row);
+    }
+  }
+
+  function setCommandBusy(busy) {
+    for (const id of ["cmd-on", "cmd-off", "cmd-dim"]) $(id).disabled = busy;
+  }
+
+  async function sendCommand(params) {
+    const id = panelDevice;
+    if (!id) return;
+    setCommandBusy(true);
+    $("command-note").textContent = t("commandSending");
+    try {
+      const answer = await client.api("/devices/" + encodeURIComponent(id) + "/commands?site=" + encodeURIComponent(siteId), {
+        method: "POST", json: { action: "set_light", params: params, reason: t("commandReason") }
+      });
+      if (panelDevice !== id) return;
+      $("command-note").textContent = t("commandSent");
+      if (!panelCommands.has(answer.id)) {
+        // shown at once as sent; its `command` events say how it ended
+        panelCommands.set(answer.id, {
+          id: answer.id, device_id: id, action: "set_light", params: params, status: "sent",
+          sent_at: new Date(L.serverNow()).toISOString(), requested_by: null
+        });
+      }
+      renderCommands();
+    } catch (error) {
+      if (error instanceof L.Unauthorized) {
+        signOut();
+        return;
+      }
+      const why = error instanceof L.ApiError && error.status === 403 ? t("commandForbidden") : t("commandFailed");
+      if (panelDevice === id) $("command-note").textContent = why;
+    } finally {
+      if (panelDevice === id) setCommandBusy(false);
+    }
+  }
+
+  // ------------------------------------------------------------ charts (uPlot)
+
+  function destroyCharts() {
+    for (const chart of charts) chart.destroy();
+    charts = [];
+  }
+
+  const chartData = new Map(); // chart key -> {spec, points} of the panel's device
+
+  async function loadCharts(id, kind) {
+    destroyCharts();
+    chartData.clear();
+    const box = $("panel-charts");
+    box.replaceChildren();
+    const specs = CHARTS[kind] || [];
+    if (!specs.length) return;
+    // the system's last 24 h (the demo's evening, not the browser's day), in whole seconds
+    const until = new Date(Math.floor(L.serverNow() / 1000) * 1000);
+    const since = new Date(until.getTime() - DAY_S * 1000);
+    for (const spec of specs) {
+      const figure = el("figure", "chart");
+      figure.dataset.chart = spec.field;
+      figure.dataset.state = "loading";
+      figure.append(el("figcaption", "chart-title"), el("div", "chart-body"));
+      box.append(figure);
+    }
+    renderChartTitles();
+    await Promise.all(specs.map(async (spec) => {
+      const figure = box.querySelector('[data-chart="' + spec.field + '"]');
+      let query = "?site=" + encodeURIComponent(siteId) + "&field=" + encodeURIComponent(spec.field) +
+        "&since=" + encodeURIComponent(since.toISOString()) + "&until=" + encodeURIComponent(until.toISOString()) +
+        "&every=" + spec.every + "&agg=" + spec.agg;
+      for (const code of spec.codes || []) query += "&code=" + encodeURIComponent(code);
+      try {
+        const answer = await client.api("/devices/" + encodeURIComponent(id) + "/telemetry" + query);
+        if (panelDevice !== id) return;
+        chartData.set(spec.field, { spec: spec, points: seriesOf(spec, answer.points, since) });
+      } catch (error) {
+        if (panelDevice !== id) return;
+        chartData.set(spec.field, { spec: spec, points: null });
+      }
+      figure.dataset.state = "ready";
+    }));
+    if (panelDevice === id) drawCharts();
+  }
+
+  /* [[x s], [y]]: one point per bucket; counts fill the empty buckets with 0, readings leave gaps. */
+  function seriesOf(spec, points, since) {
+    const xs = [];
+    const ys = [];
+    const byBucket = new Map();
+    for (const point of points || []) {
+      const value = L.num(point.value, null);
+      if (value !== null) byBucket.set(Math.round(Date.parse(point.ts) / 1000), value);
+    }
+    const first = Math.floor(since.getTime() / 1000);
+    for (let x = first; x < first + DAY_S; x += spec.every) {
+      xs.push(x);
+      ys.push(byBucket.has(x) ? byBucket.get(x) : (spec.zeros ? 0 : null));
+    }
+    return { xs: xs, ys: ys, count: byBucket.size };
+  }
+
+  function renderChartTitles() {
+    for (const figure of $("panel-charts").querySelectorAll("figure[data-chart]")) {
+      const spec = (CHARTS[(devices.get(panelDevice) || {}).kind] || []).find((s) => s.field === figure.dataset.chart);
+      if (spec) figure.querySelector(".chart-title").textContent = t(spec.key) + (spec.unit ? " (" + spec.unit + ")" : "");
+    }
+  }
+
+  function drawCharts() {
+    destroyCharts();
+    renderChartTitles();
+    const box = $("panel-charts");
+    for (const figure of box.querySelectorAll("figure[data-chart]")) {
+      const entry = chartData.get(figure.dataset.chart);
+      const body = figure.querySelector(".chart-body");
+      body.replaceChildren();
+      const width = Math.max(160, Math.floor(body.clientWidth || 300)); // the panel's width: 360 px phones too
+      if (!entry) continue;
+      if (!entry.points) {
+        body.append(el("p", "empty", t("chartFailed")));
+        continue;
+      }
+      figure.dataset.points = String(entry.points.count);
+      if (!entry.points.count && !entry.spec.zeros) {
+        body.append(el("p", "empty", t("chartNoData")));
+        continue;
+      }
+      charts.push(new window.uPlot(chartOptions(entry.spec, width, entry.points.count), [entry.points.xs, entry.points.ys], body));
+    }
+  }
+
+  function chartOptions(spec, width, count) {
+    const series = {
+      label: t(spec.key), stroke: "#17324d", width: 1.5, spanGaps: false,
+      fill: spec.bars ? "rgba(23, 50, 77, 0.35)" : "rgba(23, 50, 77, 0.08)",
+      points: { show: count < 40, size: 5, fill: "#17324d" } // a few buckets (a device just started): dots, not an empty chart
+    };
+    if (spec.bars && window.uPlot.paths && window.uPlot.paths.bars) {
+      series.paths = window.uPlot.paths.bars({ size: [0.8, 40] });
+      series.points = { show: false };
+    }
+    const font = "11px system-ui, sans-serif";
+    const y = { font: font, size: 40, stroke: "#5f6b73", grid: { stroke: "#eef1f3" } };
+    if (spec.zeros) y.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]; // whole counts
+    return {
+      width: width,
+      height: 140,
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: spec.fromZero ? { range: (u, min, max) => [Math.min(0, min || 0), max > 0 ? max * 1.1 : 1] } : {} },
+      axes: [
+        { font: font, size: 28, space: 60, stroke: "#5f6b73", grid: { stroke: "#eef1f3" },
+          values: (u, splits) => splits.map(clockTime) },
+        y
+      ],
+      series: [{}, series]
+    };
+  }
+
+  /* An axis tick (seconds) as the browser's local "HH:mm", the same in both languages. */
+  function clockTime(seconds) {
+    const date = new Date(seconds * 1000);
+    return String(date.getHours()).padStart(2, "0") + ":" + String(date.getMinutes()).padStart(2, "0");
+  }
+
+  // ------------------------------------------------------------ start
+
+  /* A side panel (wide screens) starts below the header, which stays usable (language, sign-out). */
+  function noteHeaderHeight() {
+    document.documentElement.style.setProperty("--top-h", document.querySelector(".top").offsetHeight + "px");
+  }
+
+  let resizeTimer = null;
+  function onResize() {
+    noteHeaderHeight();
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(() => { if (panelDevice) drawCharts(); }, 200);
+  }
+
   $("panel-close").addEventListener("click", closePanel);
+  $("cmd-on").addEventListener("click", () => sendCommand({ relay: true }));
+  $("cmd-off").addEventListener("click", () => sendCommand({ relay: false }));
+  $("cmd-dim").addEventListener("click", () => sendCommand({ relay: true, dim_pct: Number($("dim-level").value) }));
+  $("dim-level").addEventListener("input", () => { $("dim-value").textContent = $("dim-level").value + "%"; });
   document.addEventListener("keydown", (event) => { if (event.key === "Escape") closePanel(); });
+  window.addEventListener("resize", onResize);
   window.setInterval(tick, 1000);
   applyStaticWords();
-  start();
+  page.start();
 })();

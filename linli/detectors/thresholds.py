@@ -33,6 +33,10 @@ class Thresholds(BaseModel):
     flap_cycles: int = Field(3, ge=2, description="fire/clear cycles of one code within flap_window_s: intermittent")
     flap_window_s: float = Field(3600, gt=0)
     flap_calm_s: float = Field(3600, ge=0, description="intermittent clears after this long without its code firing")
+    offline_if_never_heard: bool = Field(
+        True, description="false while a site is being installed: a device in the site file that has never sent a "
+                          "message raises no offline (nor, with it, a circuit or building outage) until its first one",
+    )
 
     # -- streetlight
     supply_present_v: float = Field(50, ge=0, description="a light has supply while voltage_v >= this")
@@ -91,7 +95,8 @@ class Thresholds(BaseModel):
     ev_comm_window_s: float = Field(86400, gt=0)
 
 
-COMMON = ("clear_after_s", "event_clear_after_s", "flap_cycles", "flap_window_s", "flap_calm_s")
+COMMON = ("clear_after_s", "event_clear_after_s", "flap_cycles", "flap_window_s", "flap_calm_s",
+          "offline_if_never_heard")
 
 
 def _names(prefix_from: str, prefix_to: str) -> tuple[str, ...]:

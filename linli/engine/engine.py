@@ -22,6 +22,9 @@ OFFLINE_AFTER_INTERVALS = 3
 SEQ_WINDOW = 256
 _SEQ_MASK = (1 << SEQ_WINDOW) - 1
 SNAPSHOT_VERSION = 2
+# A switched circuit's contactor switches by its own timer or photocell, minutes apart from our astronomical
+# clock: a light silent or gone within this long before the scheduled off time is expected, not offline.
+SWITCH_GRACE = timedelta(minutes=10)
 SUPPLY_LOSS = "supply_loss"  # a light's child fault: no supply (< 50 V) while its circuit should be powered
 # Faults that make the platform take a charger out of use, and bring it back when the ticket is resolved.
 UNSAFE_CHARGER_FAULTS = frozenset({"ground_failure", "power_switch_failure"})
@@ -206,6 +209,9 @@ class Engine:
 
     def _build(self, sites: SiteRegistry, now: datetime, keep: dict[tuple[str, str], DeviceLive]) -> None:
         self._schedules_due = True
+        # (site, kind) whose never-heard devices are not yet offline (`offline_if_never_heard: false`)
+        self._installing = {(site.id, kind) for site in sites for kind in ("streetlight", "elevator", "charger")
+                            if not site.thresholds(kind).offline_if_never_heard}
         for site in sites:
             for device in site.devices.values():
                 key = (site.id, device.id)
@@ -348,11 +354,7 @@ class Engine:
         elif message.channel is Channel.CMD_ACK:
             return decisions  # the platform's own command traffic says nothing about health
         if message.channel is not Channel.CMD:
-            live.online = True
-            live.last_seen = now
-            if live.offline_active:
-                live.offline_active = False
-                decisions.extend(self._correlators[site.id].child_cleared(device.id, "offline", "offline", now))
+            decisions.extend(self._heard(site, device, live, now))
             if message.seq is not None:
                 self._count_seq(live, message.seq)
                 live.last_seq = message.seq
@@ -368,6 +370,24 @@ class Engine:
         if message.channel is Channel.TELEMETRY:
             decisions.extend(self._soak_sample(site, live, message, sample_at))
         return decisions
+
+    def heard(self, site_id: str, device_id: str, now: datetime) -> list[Decision]:
+        """The device spoke though its message was refused (a `ts` too far ahead: its clock jumped):
+        it is alive, so its silence timer restarts and an `offline` it had clears; nothing else."""
+        live = self._live.get((site_id, device_id))
+        if live is None:
+            return []
+        live.dirty = True
+        site = self._sites[site_id]
+        return self._heard(site, site.devices[device_id], live, now)
+
+    def _heard(self, site: Site, device: Device, live: DeviceLive, now: datetime) -> list[Decision]:
+        live.online = True
+        live.last_seen = now
+        if not live.offline_active:
+            return []
+        live.offline_active = False
+        return self._correlators[site.id].child_cleared(device.id, "offline", "offline", now)
 
     def tick(self, now: datetime) -> list[Decision]:
         """Timers: silence (offline), detector durations, grouping windows, soaks, maintenance ends."""
@@ -399,10 +419,12 @@ class Engine:
                 continue
             site = self._sites[live.site]
             device = site.devices[live.device_id]
+            if live.last_seen is None and live.online is None and (live.site, live.kind) in self._installing:
+                continue  # a site being installed: a device is not in service until its first message
             anchor = max(live.last_seen or live.watched_since, self._connected_since)
             if device.kind == "streetlight" and device.circuit and site.circuits[device.circuit].switched:
                 on_since = scheduled_on_since(site, now)
-                if on_since is None:
+                if on_since is None or scheduled_on_since(site, now + SWITCH_GRACE) is None:
                     continue  # a switched circuit's controllers are unpowered outside the schedule
                 anchor = max(anchor, on_since)
             silence = now - anchor
@@ -565,7 +587,9 @@ class Engine:
     def _expected_silent(self, site: Site, device: Device, now: datetime) -> bool:
         if device.kind != "streetlight" or not device.circuit or not site.circuits[device.circuit].switched:
             return False
-        return scheduled_on_since(site, now) is None
+        # The cabinet's contactor keeps its own time: a light that goes away shortly before the scheduled
+        # off time has been switched off, not lost.
+        return scheduled_on_since(site, now) is None or scheduled_on_since(site, now + SWITCH_GRACE) is None
 
     def _raise_offline(self, site: Site, device: Device, live: DeviceLive, now: datetime, why: str) -> list[Decision]:
         if live.offline_active:

@@ -206,6 +206,14 @@ def _robot_answer(kind: str, response: httpx.Response, redact: Redactor) -> Send
     return SendResult(ok=False, error=error, permanent=code in permanent)
 
 
+def _post_robot(kind: str, http: httpx.Client, url: str, body: Any, redact: Redactor) -> SendResult:
+    try:
+        response = _post_json(http, "POST", url, body)
+    except httpx.HTTPError as exc:
+        return _transport_error(exc, redact)
+    return _robot_answer(kind, response, redact)
+
+
 # --- the channels -----------------------------------------------------------------------------
 
 
@@ -220,11 +228,7 @@ def send_wecom(channel: WeComChannel, delivery: Delivery, http: httpx.Client, en
         if channel.mention_mobiles:
             text["mentioned_mobile_list"] = list(channel.mention_mobiles)
         body = {"msgtype": "text", "text": text}
-    try:
-        response = _post_json(http, "POST", url, body)
-    except httpx.HTTPError as exc:
-        return _transport_error(exc, redact)
-    return _robot_answer("wecom", response, redact)
+    return _post_robot("wecom", http, url, body, redact)
 
 
 def send_dingtalk(channel: DingTalkChannel, delivery: Delivery, http: httpx.Client, now_ms: int,
@@ -244,11 +248,7 @@ def send_dingtalk(channel: DingTalkChannel, delivery: Delivery, http: httpx.Clie
         body = {"msgtype": "text", "text": {"content": _cut_bytes(delivery.text + mentions, ROBOT_BODY_MAX)}, "at": at}
     if params:  # appended, not passed as `params`: httpx would replace the access_token already in the URL
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
-    try:
-        response = _post_json(http, "POST", url, body)
-    except httpx.HTTPError as exc:
-        return _transport_error(exc, redact)
-    return _robot_answer("dingtalk", response, redact)
+    return _post_robot("dingtalk", http, url, body, redact)
 
 
 def send_feishu(channel: FeishuChannel, delivery: Delivery, http: httpx.Client, now_s: int,
@@ -266,11 +266,7 @@ def send_feishu(channel: FeishuChannel, delivery: Delivery, http: httpx.Client, 
         body |= {"msg_type": "post", "content": {"post": {locale: {"title": delivery.title, "content": content}}}}
     else:
         body |= {"msg_type": "text", "content": {"text": _cut_bytes(delivery.text, ROBOT_BODY_MAX)}}
-    try:
-        response = _post_json(http, "POST", url, body)
-    except httpx.HTTPError as exc:
-        return _transport_error(exc, redact)
-    return _robot_answer("feishu", response, redact)
+    return _post_robot("feishu", http, url, body, redact)
 
 
 def _link_label(delivery: Delivery) -> str:

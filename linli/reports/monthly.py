@@ -285,7 +285,9 @@ def build_monthly_report(
     """The month's report as a JSON-ready dict (times in the site's time zone, ISO 8601)."""
     start, end = month.bounds(context.timezone)
     zone = ZoneInfo(context.timezone)
-    walks = [w for w in (_walk(t, start, end) for t in tickets) if w is not None]
+    # A month still running is judged up to now: a deadline still ahead is not missed yet.
+    cut = max(start, min(end, generated_at))
+    walks = [w for w in (_walk(t, start, cut) for t in tickets) if w is not None]
     walks.sort(key=lambda w: (w.view.opened_at, w.id))
 
     def local(moment: datetime | None) -> str | None:
@@ -372,7 +374,7 @@ def build_monthly_report(
         rectifications.append({
             "ticket_id": w.id, "status": view.status.value, "resolve_due_at": local(view.resolve_due_at),
             "resolved_at": local(last.resolved_at), "closed_at": local(w.closed_at),
-            "fix_minutes": _round(last.fix_minutes()), "held_minutes": _round(_minutes(last.held_until(end))),
+            "fix_minutes": _round(last.fix_minutes()), "held_minutes": _round(_minutes(last.held_until(cut))),
             "fix_on_time": _on_time(last.resolved_at, last.fix_missed_at), "reopen_count": view.reopen_count,
             "outcome": _outcome(view.status),
         })

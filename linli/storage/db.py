@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +17,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+PING_TIMEOUT_S = 3.0  # a database that has not answered `SELECT 1` by then is reported down
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -66,13 +70,42 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._ping_lock = threading.Lock()
+        self._ping_pending: Future[bool] | None = None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions() as session, session.begin():
             yield session
 
-    def ping(self) -> bool:
+    def ping(self, timeout: float | None = PING_TIMEOUT_S) -> bool:
+        """Does the database answer `SELECT 1` within `timeout` seconds (None: however long it takes)?
+
+        A server that accepts nothing is refused at once (or after the connect timeout); a server
+        that is frozen (stopped process, a partition that drops packets) would block a pooled
+        connection's read for as long as TCP lets it, so the query runs in a thread of its own and
+        the caller stops waiting after `timeout`. One ping at a time: callers meanwhile share it.
+        """
+        if timeout is None:
+            return self._ping()
+        with self._ping_lock:
+            pending = self._ping_pending
+            if pending is None or pending.done():
+                pending = self._ping_pending = Future()
+                threading.Thread(target=self._ping_into, args=(pending,), name="linli-db-ping", daemon=True).start()
+        try:
+            return pending.result(timeout)
+        except FutureTimeout:
+            return False
+
+    def _ping_into(self, future: Future[bool]) -> None:
+        try:
+            answered = self._ping()
+        except Exception:  # never leave the shared future unset: every later ping would wait on it
+            answered = False
+        future.set_result(answered)
+
+    def _ping(self) -> bool:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 

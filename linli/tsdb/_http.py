@@ -20,6 +20,7 @@ from influxdb_client.rest import ApiException
 from ._base import FieldValue, Point, StoreError, StoreRejected, StoreUnavailable
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+PING_TIMEOUT = httpx.Timeout(3.0)  # a health check must answer "down" well before a load balancer gives up
 _MS = cast(WritePrecision, WritePrecision.MS)  # the generated class declares its members as str
 _RETRYABLE_4XX = frozenset({408, 429})  # timeout / rate limit: the server will take it later
 

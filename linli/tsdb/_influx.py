@@ -24,6 +24,7 @@ from ._base import (
     time_range_ms,
 )
 from ._http import (
+    PING_TIMEOUT,
     TIMEOUT,
     V2Writer,
     check,
@@ -119,7 +120,7 @@ class _InfluxQLReader:
 
     def ping(self) -> bool:
         try:
-            return self._http.get("/ping").is_success
+            return self._http.get("/ping", timeout=PING_TIMEOUT).is_success
         except httpx.HTTPError:
             return False
 

@@ -18,6 +18,7 @@ from ._base import (
     time_range_ms,
 )
 from ._http import (
+    PING_TIMEOUT,
     TIMEOUT,
     V2Writer,
     check,
@@ -108,7 +109,7 @@ class VictoriaMetricsStore:
 
     def ping(self) -> bool:
         try:
-            return self._http.get("/health").is_success
+            return self._http.get("/health", timeout=PING_TIMEOUT).is_success
         except httpx.HTTPError:
             return False
 

@@ -1,23 +1,32 @@
 """The crew dashboard (/crew) in headless Chromium against the running demo: sign-in, the site
-plan with every device, a fault arriving live over SSE, the English toggle, a phone's width.
+plan with every device, a fault arriving live over SSE, the English toggle, a phone's width, the
+device panel's 24 h charts, a light switched off from the panel with its answer arriving live, and
+the SLA countdowns on the system's (the simulator's) clock.
 
 Screenshots land in docs/screenshots/ (the README shows them).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 
+from linli.clock import CLOCK_TOPIC, FollowedClock
 from tests.e2e.conftest import ApiRequests, BrowserPage, assert_no_polling, open_page, screenshot
 from tests.e2e.test_demo import Demo, eventually
 
 LIVE_BOUND_S = 3.0  # a fault in the API shows on the open page within this, without a reload
 INJECTED_LIGHT = "SL-30"  # live_demo injects its lamp failure a minute in
 FAULT_RED = "rgb(198, 40, 40)"  # --fault in dashboards/crew/style.css
+SWITCHED_LIGHT = "SL-03"  # switched off from the panel: on C1, not a switched circuit, no scenario fault
+CHARTED_LIGHT = "SL-05"
+COUNTDOWN_SLACK_S = 3.0
 
 
 def sign_in(view: BrowserPage, demo: Demo, path: str = "/crew") -> Any:
@@ -113,7 +122,15 @@ def test_the_english_toggle_changes_the_pages_words(live_demo: Demo, page_factor
     assert "路灯亮" in page.inner_text("body")
 
 
+def wait_for_telemetry(demo: Demo, device_id: str) -> None:
+    def has_data() -> bool:
+        return len(demo.get(f"/api/v1/devices/{device_id}/telemetry", field="power_w", limit=5)["points"]) >= 3
+
+    eventually(has_data, f"{device_id}'s telemetry in the store", timeout=60)
+
+
 def test_a_360_px_phone_has_no_horizontal_scrolling(live_demo: Demo, page_factory: Any) -> None:
+    wait_for_telemetry(live_demo, "SL-01")
     view = page_factory(live_demo.base, width=360, height=740)
     page = sign_in(view, live_demo)
     page.wait_for_selector("#tickets .row, #tickets .empty")
@@ -121,8 +138,15 @@ def test_a_360_px_phone_has_no_horizontal_scrolling(live_demo: Demo, page_factor
     assert widths[0] <= widths[1], f"the page is {widths[0]} px wide in a {widths[1]} px viewport"
     page.click('#plan [data-device="SL-01"]')
     page.wait_for_selector("#panel:not([hidden])")
+    page.wait_for_selector('#panel-charts figure[data-chart="power_w"] canvas', timeout=15_000)
     widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], "the device panel makes the page scroll sideways"
+    # the charts fit the phone: no chart is wider than the panel
+    panel_width = page.evaluate("() => document.getElementById('panel').clientWidth")
+    chart_widths = page.eval_on_selector_all("#panel-charts canvas", "nodes => nodes.map(n => n.getBoundingClientRect().width)")
+    assert len(chart_widths) == 3 and all(0 < w <= panel_width for w in chart_widths), (chart_widths, panel_width)
+    assert page.locator("#cmd-off").is_visible()  # the light's buttons too
+    screenshot(page, "crew-panel-phone")
     page.click("#panel-close")
     screenshot(page, "crew-dashboard-phone")
 
@@ -163,3 +187,139 @@ def test_the_plan_route_gives_the_site_files_geometry_to_staff_only(live_demo: D
     assert httpx.get(f"{live_demo.base}/api/v1/sites/wanmei/plan").status_code == 401
     missing = httpx.get(f"{live_demo.base}/api/v1/sites/nowhere/plan", headers=live_demo.token())
     assert missing.status_code == 404 and "nowhere" in missing.json()["detail"]
+
+
+# ---------------------------------------------------------------- the device panel
+
+
+def test_a_lights_panel_draws_its_last_24_hours(live_demo: Demo, page_factory: Any) -> None:
+    wait_for_telemetry(live_demo, CHARTED_LIGHT)
+    view = page_factory(live_demo.base)
+    page = sign_in(view, live_demo)
+    page.click(f'#plan [data-device="{CHARTED_LIGHT}"]')
+    page.wait_for_selector("#panel:not([hidden])")
+    for field in ("power_w", "voltage_v", "leakage_ma"):
+        page.wait_for_selector(f'#panel-charts figure[data-chart="{field}"] canvas', timeout=15_000)
+        points = int(page.get_attribute(f'#panel-charts figure[data-chart="{field}"]', "data-points") or 0)
+        assert points > 0, f"the {field} chart has no points"
+    # the series really are on the canvas: pixels of its colour (#17324d), not only axes and grid
+    for field in ("power_w", "voltage_v", "leakage_ma"):
+        painted = page.eval_on_selector(f'#panel-charts figure[data-chart="{field}"] canvas', """canvas => {
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let ink = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                if (data[i + 3] > 200 && Math.abs(data[i] - 23) < 12 && Math.abs(data[i + 1] - 50) < 12 &&
+                    Math.abs(data[i + 2] - 77) < 12) ink++;
+            }
+            return ink;
+        }""")
+        assert painted > 10, f"the {field} chart drew no series ({painted} px of its colour)"
+    titles = page.inner_text("#panel-charts")
+    assert "功率" in titles and "电压" in titles and "漏电" in titles
+    # the requests asked for the system's last 24 h, aggregated
+    telemetry = [url for url in view.requests.all if "/telemetry?" in url]
+    assert len(telemetry) == 3 and all("every=600" in url for url in telemetry)
+    page.click("#lang")
+    assert "Power" in page.inner_text("#panel-charts")
+    page.click("#lang")
+    page.wait_for_selector('#panel-charts figure[data-chart="power_w"] canvas')
+    screenshot(page, "crew-device-panel")
+
+
+def test_switching_a_light_off_reaches_the_device_and_its_answer_shows_live(
+    live_demo: Demo, page_factory: Any,
+) -> None:
+    eventually(lambda: live_demo.get(f"/api/v1/devices/{SWITCHED_LIGHT}")["last"].get("relay") is True,
+               f"{SWITCHED_LIGHT} reporting its relay on", timeout=60)
+    view = page_factory(live_demo.base)
+    page = sign_in(view, live_demo)
+    page.wait_for_selector("#live[data-state=live]", timeout=10_000)
+    page.evaluate("() => { window.__sameDocument = true; }")
+    page.click(f'#plan [data-device="{SWITCHED_LIGHT}"]')
+    page.wait_for_selector("#panel:not([hidden]) #cmd-off")
+    page.wait_for_selector("#panel-commands .empty, #panel-commands .row")
+    page.click("#cmd-off")
+    # shown at once as sent, then acked when the device's answer is recorded: pushed, not polled
+    row = page.locator("#panel-commands .row.command").first
+    row.wait_for(timeout=5_000)
+    page.wait_for_selector("#panel-commands .row[data-status=acked]", timeout=15_000)
+    command_id = page.get_attribute("#panel-commands .row[data-status=acked]", "data-command")
+    assert "已执行" in page.inner_text("#panel-commands") and "关灯" in page.inner_text("#panel-commands")
+    assert page.evaluate("() => window.__sameDocument") is True  # no reload
+    command = live_demo.get(f"/api/v1/commands/{command_id}")
+    assert (command["status"], command["params"], command["device_id"]) == ("acked", {"relay": False}, SWITCHED_LIGHT)
+    assert command["requested_by"] == "admin"
+    # the simulated light did it: it reports its relay off
+    eventually(lambda: live_demo.get(f"/api/v1/devices/{SWITCHED_LIGHT}")["last"].get("relay") is False,
+               f"{SWITCHED_LIGHT} reporting its relay off", timeout=30)
+    # the command list was loaded once; the answer came over SSE
+    commands_gets = [url for url in view.requests.all if url.startswith("GET") and "/commands" in url]
+    assert len(commands_gets) == 1, commands_gets
+
+
+# ---------------------------------------------------------------- the countdowns
+
+
+def simulators_now(port: int) -> datetime:
+    """The simulator's clock, read as the gateway reads it: its retained announcement on linli/v1/clock."""
+    clock = FollowedClock()
+    got = threading.Event()
+
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        if message.topic == CLOCK_TOPIC and message.payload:
+            clock.update(bytes(message.payload))
+            got.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"clock-reader-{time.monotonic_ns()}")
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(CLOCK_TOPIC, qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert got.wait(15), "the simulator announced no clock"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return clock.now()
+
+
+def test_the_countdowns_run_on_the_systems_clock_not_the_browsers(live_demo: Demo, page_factory: Any) -> None:
+    def open_tickets() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = live_demo.get("/api/v1/tickets", status="open", limit=50)["items"]
+        return [t for t in items if t.get("ack_due_at")]
+
+    eventually(open_tickets, "an open ticket with an acknowledgement deadline", timeout=90)
+    sim_now = simulators_now(live_demo.mqtt_port)
+    wall_gap = abs((sim_now - datetime.now(tz=UTC)).total_seconds())
+    assert wall_gap > 60, "the simulated clock must differ from wall time for this check to mean anything"
+    view = page_factory(live_demo.base)
+    page = sign_in(view, live_demo)
+    page.wait_for_selector("#tickets .countdown[data-left-ms]", timeout=15_000)
+    ticket_id, left_ms = page.evaluate("""() => {
+        const row = document.querySelector('#tickets .row[data-ticket]');
+        const node = row.querySelector('.countdown');
+        return [Number(row.dataset.ticket), Number(node.dataset.leftMs)];
+    }""")
+    shown_at = simulators_now(live_demo.mqtt_port)
+    ticket = live_demo.get(f"/api/v1/tickets/{ticket_id}")
+    deadline_key = {"open": "ack_due_at", "acknowledged": "start_due_at"}.get(ticket["status"], "resolve_due_at")
+    due = datetime.fromisoformat(ticket[deadline_key] or ticket["resolve_due_at"])
+    expected_s = (due - shown_at).total_seconds()
+    print(f"ticket {ticket_id}: page {left_ms / 1000:.1f} s, deadline - system now {expected_s:.1f} s "
+          f"(simulated clock {wall_gap:.0f} s from wall time)")
+    assert abs(left_ms / 1000 - expected_s) <= COUNTDOWN_SLACK_S + 1.0  # the page ticks each second
+    text = page.inner_text(f'#tickets .row[data-ticket="{ticket_id}"] .countdown')
+    if expected_s > COUNTDOWN_SLACK_S + 1:
+        assert "剩余" in text, text
+    elif expected_s < -COUNTDOWN_SLACK_S - 1:
+        assert "已超时" in text, text
+    # the API tells the page the same time: its answers carry X-Linli-Now on the simulator's clock
+    header = httpx.get(f"{live_demo.base}/healthz", timeout=10).headers["x-linli-now"]
+    assert abs((datetime.fromisoformat(header) - simulators_now(live_demo.mqtt_port)).total_seconds()) < COUNTDOWN_SLACK_S
+
+
+def test_the_demo_prints_the_link_of_every_page(live_demo: Demo) -> None:
+    text = "".join(live_demo.output)
+    for path in ("/crew", "/tech", "/manager"):
+        assert f"{live_demo.base}{path}\n" in text, path
+    assert f"{live_demo.base}/\n" in text

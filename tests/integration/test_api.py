@@ -141,21 +141,27 @@ class Api:
             ))
 
 
-@pytest.fixture
-def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
+def api_settings(tmp_path: Path, database_url: str, *, mqtt_url: str | None = None,
+                 admin_password: str = ADMIN_PASSWORD) -> Settings:
+    """Wanmei and site B (written into `tmp_path`), SQLite time series; no broker unless `mqtt_url`."""
     site_b = tmp_path / "site-b.yaml"
     site_b.write_text(SITE_B, encoding="utf-8")
-    settings = Settings(
+    return Settings(
         _env_file=None,
         env="development",
         data_dir=tmp_path,
         sites=f"{builtin_site_path()},{site_b}",
         database_url=database_url,
         tsdb_url=f"sqlite:///{tmp_path / 'ts.db'}",
-        mqtt_url=f"mqtt://127.0.0.1:{closed_port()}",
+        mqtt_url=mqtt_url or f"mqtt://127.0.0.1:{closed_port()}",
         secret_key="k" * 40,
-        admin_password=ADMIN_PASSWORD,
+        admin_password=admin_password,
     )
+
+
+@pytest.fixture
+def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
+    settings = api_settings(tmp_path, database_url)
     clock = ManualClock(NOW)
     with TestClient(create_app(settings, clock=clock)) as client:
         db = Database(settings.db_url)
@@ -417,7 +423,7 @@ def test_ticket_detail_has_the_contract_shape_and_history(api: Api, tickets: dic
     assert aware(ticket["ack_due_at"]) == NOW - timedelta(hours=2)
     assert ticket["history"] == [{
         "type": "opened", "at": ticket["history"][0]["at"], "actor": "system", "from": None, "to": "open",
-        "note": "detected", "team": None, "severity": "P0",
+        "note": "detected", "team": None, "severity": "P0", "photos": None,
     }]
     assert aware(ticket["history"][0]["at"]) == NOW - timedelta(hours=3)
 
@@ -650,7 +656,8 @@ def test_the_resident_page_and_its_assets_are_served(api: Api) -> None:
     script = api.client.get("/static/resident/app.js").text
     for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script  # every text goes through textContent
-    assert "setInterval" not in script and "setTimeout" not in script  # loads once; refresh is a button
+    assert "setInterval" not in script and "setTimeout" not in script  # loads once, then live over SSE
+    assert "/api/v1/public/events?site=" in script and "/static/common/linli.js" in html
     assert "/api/v1/public/status?site=" in script
     assert "/api/v1/public/sites" in script
     catalogues = api.client.get("/static/resident/i18n.js").text

@@ -27,9 +27,9 @@ from schemathesis import checks
 from schemathesis.python import asgi as schemathesis_asgi
 
 from api import create_app
+from integration.test_api import api_settings
 from linli.clock import ManualClock
 from linli.settings import Settings
-from linli.site import builtin_site_path
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ADMIN_PASSWORD = "admin-secret-for-fuzzing"
@@ -43,25 +43,6 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
           checks.response_schema_conformance]
 SSE_PATHS = r"/events$"  # /api/v1/events and /api/v1/public/events never end: not for a request/response fuzzer
 
-SITE_B = """\
-site:
-  id: site-b
-  name: 乙社区
-  name_en: Site B
-  coordinates: {latitude: 26.0, longitude: 119.2}
-plan: {width: 400, height: 300}
-cabinets:
-- id: CAB-B
-  name: 乙配电箱
-  circuits:
-  - {id: CB1, name: 乙回路, switched: false}
-teams:
-  property: {name: 物业工程部}
-devices:
-- {id: SL-07, kind: streetlight, name: 乙区7号灯, circuit: CB1, rated_power_w: 30, position: {x: 100, y: 100}}
-"""
-
-
 @dataclass
 class FuzzedApi:
     app: Any
@@ -69,19 +50,7 @@ class FuzzedApi:
 
 
 def _settings(tmp_path: Path, database_url: str, mqtt_url: str) -> Settings:
-    site_b = tmp_path / "site-b.yaml"
-    site_b.write_text(SITE_B, encoding="utf-8")
-    return Settings(
-        _env_file=None,
-        env="development",
-        data_dir=tmp_path,
-        sites=f"{builtin_site_path()},{site_b}",
-        database_url=database_url,
-        tsdb_url=f"sqlite:///{tmp_path / 'ts.db'}",
-        mqtt_url=mqtt_url,
-        secret_key="k" * 40,
-        admin_password=ADMIN_PASSWORD,
-    )
+    return api_settings(tmp_path, database_url, mqtt_url=mqtt_url, admin_password=ADMIN_PASSWORD)
 
 
 def _is_event_stream(ctx: Any) -> bool:

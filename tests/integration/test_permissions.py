@@ -4,14 +4,17 @@ reads the table itself, so the documentation and the behaviour cannot drift apar
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from integration.test_api import NOW, Api
 from linli.tickets import EventType
@@ -97,8 +100,23 @@ TICKET_ACTIONS: dict[str, tuple[str, Callable[[str], dict[str, Any] | None]]] = 
 }
 
 
-def request_for(walk: Walk, method: str, path: str, who: str, in_team: bool) -> tuple[str, str, dict[str, Any] | None]:
-    """(method, url, JSON body) of one call of `path` by `who`, on something fresh to act on."""
+@dataclass(frozen=True)
+class Form:
+    """A multipart body (the photo upload), where the other routes take JSON."""
+
+    data: dict[str, str]
+    files: dict[str, tuple[str, bytes, str]]
+
+
+def tiny_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def request_for(walk: Walk, method: str, path: str, who: str,
+                in_team: bool) -> tuple[str, str, dict[str, Any] | Form | None]:
+    """(method, url, body) of one call of `path` by `who`, on something fresh to act on."""
     api, n = walk.api, next(walk.count)
     actor = walk.usernames[who]
     action = re.fullmatch(r"/api/v1/tickets/\{id\}/(\w+)", path)
@@ -110,6 +128,10 @@ def request_for(walk: Walk, method: str, path: str, who: str, in_team: bool) -> 
         return method, f"/api/v1/tickets/{walk.ticket(state, teams)}/{action.group(1)}", body(actor)
     if path == "/api/v1/tickets":
         return method, path, {"site": "wanmei", "place": f"new-place-{n}", "title": "井盖松动"}
+    if path == "/api/v1/uploads":  # a photo of the repair, on a ticket in progress (teams as for the actions)
+        teams = ("property", "grid") if in_team or who.startswith("technician") else ("property",)
+        ticket = walk.ticket("in_progress", teams)
+        return method, path, Form({"ticket_id": str(ticket)}, {"photo": ("fixed.jpg", tiny_jpeg(), "image/jpeg")})
     if path == "/api/v1/devices/{device_id}/commands":
         return method, "/api/v1/devices/SL-01/commands?site=wanmei", {"action": "refresh"}
     if path == "/api/v1/maintenance":
@@ -147,7 +169,11 @@ def test_every_role_against_every_route_is_exactly_the_matrix(api: Api, mosquitt
             for who, in_team, want in variants:
                 key = (f"{method} {path}", who, "in team" if in_team else "other team")
                 verb, url, body = request_for(walk, method, path, who, in_team)
-                response = api.client.request(verb, url, headers=walk.headers[who], json=body)
+                if isinstance(body, Form):
+                    response = api.client.request(verb, url, headers=walk.headers[who], data=body.data,
+                                                  files=body.files)
+                else:
+                    response = api.client.request(verb, url, headers=walk.headers[who], json=body)
                 expected[key] = want
                 if response.status_code in (200, 201, 202):
                     actual[key] = "yes"

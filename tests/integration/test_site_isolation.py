@@ -43,8 +43,8 @@ ROLES = ("manager", "technician", "grid_officer", "viewer")
 # public by design (what residents may see of every site; ``test_public_reports`` and ``test_sse``
 # check what they leave out).
 NO_ACCOUNT_DATA = {
-    "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/crew", "/healthz",
-    "/api/v1/public/sites", "/api/v1/public/status", "/api/v1/public/reports/{report_id}",
+    "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/crew", "/tech", "/manager", "/healthz",
+    "/api/v1/public/sites", "/api/v1/public/status", "/api/v1/public/plan", "/api/v1/public/reports/{report_id}",
     "/api/v1/public/reports/{report_id}/photos/{name}", "/api/v1/public/events",
 }
 # Endless Server-Sent Events: the in-process client cannot read them; test_sse walks their isolation
@@ -102,9 +102,11 @@ CALLS: dict[str, Callable[[SiteB], list[str]]] = {
     "/api/v1/teams": lambda b: ["/api/v1/teams", f"/api/v1/teams?site={B}"],
     "/api/v1/reports/monthly": lambda b: [
         f"/api/v1/reports/monthly?site={B}&month=2026-11", f"/api/v1/reports/monthly?site={B}&month=2026-11&format=csv"],
+    "/api/v1/reports/sla": lambda b: [f"/api/v1/reports/sla?site={B}", f"/api/v1/reports/sla?site={B}&bucket=day"],
     "/api/v1/resident-reports": lambda b: [
         "/api/v1/resident-reports", f"/api/v1/resident-reports?site={B}", f"/api/v1/resident-reports?ticket_id={b.ticket}"],
     "/api/v1/uploads/reports/{report_id}/{name}": lambda b: [f"/api/v1/uploads/reports/{b.report}/{b.photo}"],
+    "/api/v1/tickets/{ticket_id}/photos/{photo_id}": lambda b: [f"/api/v1/tickets/{b.ticket}/photos/{'0' * 32}-jpg"],
     "/api/v1/sites/{site_id}/plan": lambda b: [f"/api/v1/sites/{B}/plan"],
 }
 

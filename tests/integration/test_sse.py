@@ -48,7 +48,8 @@ PRIVATE_KEYS = {
     "actor", "full_name", "teams", "history", "comment", "comments", "reason", "title", "photos", "description",
     "by", "severity", "last", "power_w", "voltage_v", "source", "subject",
 }
-TICKET_FIELDS = {"id", "site", "event", "status", "severity", "fault", "device_ids", "teams", "ack_due_at", "at"}
+TICKET_FIELDS = {"id", "site", "event", "status", "severity", "fault", "device_ids", "teams", "ack_due_at", "at",
+                 "version", "assignee", "acks", "start_due_at", "resolve_due_at", "entry"}
 
 
 def free_port() -> int:
@@ -339,6 +340,27 @@ def test_a_lamp_failure_reaches_the_private_and_public_streams_within_seconds(li
         assert "li-property" not in event.raw and "中心广场" not in event.raw
         assert event.data["site"] == "wanmei"
     light.close()
+
+
+def test_a_hazard_reporters_ticket_moves_on_the_public_stream_by_id_and_status_only(live: Live) -> None:
+    """A report about a place has no device on the plan: its reporter's page follows it by ticket id."""
+    api = live.api
+    residents = live.public("wanmei")
+    filed = httpx.post(api.url("/api/v1/public/hazards"), json={
+        "site": "wanmei", "description": "井盖缺失，晚上看不见", "location": {"x": 500, "y": 350, "text": "北门外人行道"},
+    }, timeout=WAIT_S)
+    assert filed.status_code == 201, filed.text
+    ticket_id = filed.json()["ticket_id"]
+    opened = residents.next(lambda e: e.event == "ticket" and e.data["id"] == ticket_id, "the hazard's ticket")
+    assert opened.data == {"site": "wanmei", "id": ticket_id, "status": "open", "device_ids": [], "at": opened.data["at"]}
+    officer = api.user("chen-grid", "grid_officer", sites=("wanmei",), teams=("grid",))
+    ack = httpx.post(api.url(f"/api/v1/tickets/{ticket_id}/ack"), json={},
+                     headers={"Authorization": f"Bearer {officer}"}, timeout=WAIT_S)
+    assert ack.status_code == 200, ack.text
+    residents.next(lambda e: e.event == "ticket" and e.data["id"] == ticket_id and e.data["status"] == "acknowledged")
+    for event in residents.seen:
+        assert private_keys(event.data) == [], event.raw
+        assert "井盖" not in event.raw and "北门" not in event.raw and "chen-grid" not in event.raw
 
 
 def test_a_user_of_one_site_gets_nothing_of_another(live: Live) -> None:

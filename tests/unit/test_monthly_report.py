@@ -267,3 +267,18 @@ def test_html_is_a_printable_page_in_chinese_or_english(report: dict[str, Any]) 
     assert "<script>" not in to_html(hostile, "zh")
     english = to_html(report, "en")
     assert '<html lang="en">' in english and "Problems" in english and "问题清单" not in english
+
+
+def test_a_running_month_misses_no_deadline_that_is_still_ahead() -> None:
+    """The month's draft, made before a deadline falls due, counts that deadline as not yet met, not as
+    missed; a later draft (past the deadline, still unacknowledged) counts it missed."""
+    doc = {"timezone": "Asia/Shanghai", "tickets": [{
+        "id": 1, "subject": "device SL-07", "fault": "lamp_failure", "severity": "P3", "teams": ["property"],
+        "events": ["2026-03-20 19:30 opened"],
+    }]}
+    histories = load_histories(doc)
+    opened = histories[0].events[0].at
+    early = build_monthly_report(CONTEXT, Month.parse("2026-03"), histories, generated_at=opened + timedelta(hours=1))
+    late = build_monthly_report(CONTEXT, Month.parse("2026-03"), histories, generated_at=opened + timedelta(days=3))
+    assert [r["ack_on_time"] for r in early["responsibilities"]] == [None]
+    assert [r["ack_on_time"] for r in late["responsibilities"]] == [False]

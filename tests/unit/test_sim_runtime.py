@@ -128,3 +128,25 @@ def test_a_followed_clock_runs_at_the_announced_speed() -> None:
     for bad in (b"{}", b'{"start_wall_ms":1,"start_sim_ms":2,"speed":0}', b"nope"):
         with pytest.raises(ValueError):
             ClockAnnouncement.from_json(bad)
+
+
+def test_switching_off_a_light_on_a_switched_circuit_keeps_its_controller_powered() -> None:
+    """set_light holds the light's relay; the cabinet's contactor keeps its own timer, so the
+    controller stays powered (and online) with its lamp off, and comes back on when commanded."""
+    from firmware_sim.models import StreetlightModel, model_for
+    from firmware_sim.runtime import _Dev, _fallback_command
+    from linli.site import builtin_site_path, load_site
+
+    site = load_site(builtin_site_path())
+    device = next(d for d in site.devices.values() if d.kind == "streetlight" and site.circuits[d.circuit].switched)
+    unit = _Dev(site, device, model_for(site, device, start=NIGHT, seed=1, boot=1))
+    model = unit.model
+    assert isinstance(model, StreetlightModel)
+    later = NIGHT + timedelta(minutes=5)
+    assert model.powered(later) and model.telemetry(later).relay is True
+    assert _fallback_command(unit, "set_light", {"relay": False}, later) == (True, None)
+    off = later + timedelta(minutes=5)
+    assert model.powered(off), "the controller lost its own supply"
+    assert model.telemetry(off).relay is False
+    assert _fallback_command(unit, "set_light", {"relay": True}, off) == (True, None)
+    assert model.telemetry(off + timedelta(minutes=5)).relay is True
