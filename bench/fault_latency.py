@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import random
 import secrets
@@ -53,6 +52,8 @@ import yaml  # noqa: E402
 from astral import LocationInfo  # noqa: E402
 from astral.sun import sun  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from bench.processes import metric, start_fleet, stopper, wait_for  # noqa: E402
 
 SITE = "latency"
 TARGET_P99_MS = 500.0
@@ -122,32 +123,6 @@ def background(port: int, lights: int, stop: Any, sent: Any) -> None:
         time.sleep(0.01)
     client.disconnect()
     client.loop_stop()
-
-
-def metric(port: int, name: str) -> float:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return -1
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
-def stopper(proc: subprocess.Popen[bytes]) -> Any:
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(30)
-    return stop
-
-
-def wait_for(what: str, ready: Any, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited; see {log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {log}")
-        time.sleep(0.2)
 
 
 class Faults:
@@ -241,15 +216,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         wait_for("the API", lambda: servers.http_ok(f"{base}/healthz"), 120, api, api_log)
         token = httpx.post(f"{base}/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD}).json()
 
-        spawn = multiprocessing.get_context("spawn")  # the fleet in a process of its own: no GIL shared with the timing
-        stop = spawn.Event()
-        sent = spawn.Value("q", 0)
-        fleet = spawn.Process(target=background, args=(port, args.lights, stop, sent))
-        fleet.start()
-
-        def stop_fleet() -> None:
-            stop.set()
-            fleet.join(30)
+        sent, stop_fleet = start_fleet(background, port, args.lights)  # no GIL shared with the timing
         stack.append(stop_fleet)
         # Warm up: the start's schedule pushes (a set_schedule per light, echoed back) and a first round
         # of the fleet are through, and the gateway keeps up (its acknowledged count follows what is sent).

@@ -49,6 +49,8 @@ import servers  # noqa: E402  (tests/servers.py: how the test suite starts real 
 import yaml  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from bench.processes import metric  # noqa: E402
+
 SITE = "bench"
 
 
@@ -145,16 +147,6 @@ def drain_paho(host: str, port: int, client_id: str, n: int) -> float:
     client.connect(host, port)
     client.loop_forever()
     return n / (time.perf_counter() - started)
-
-
-def metric(port: int, name: str) -> float:
-    import httpx
-
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return -1
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 def _cpu_s(process: psutil.Process) -> float:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import re
 import secrets
@@ -60,6 +59,7 @@ import servers  # noqa: E402  (tests/servers.py: how the test suite starts real 
 import yaml  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from bench.processes import metric, start_fleet, stopper, wait_for  # noqa: E402
 from firmware_sim.checker import check, fetch_tickets  # noqa: E402
 from linli.clock import CLOCK_TOPIC, FollowedClock  # noqa: E402
 
@@ -204,15 +204,6 @@ class ApiUser:
 # ---------------------------------------------------------------- measuring
 
 
-def metric(port: int, name: str) -> float:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return -1
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
 def tree(pid: int) -> tuple[float, int]:
     """RSS (MiB) and open fds of a process and its children."""
     try:
@@ -245,29 +236,6 @@ def errors_in(path: Path) -> dict[str, Any]:
         return {"count": 0, "first": []}
     lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if ERROR_LINE.search(line)]
     return {"count": len(lines), "first": lines[:5]}
-
-
-def wait_for(what: str, ready: Any, timeout: float, proc: subprocess.Popen[bytes] | None = None,
-             log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited; see {log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {log}")
-        time.sleep(0.5)
-
-
-def stopper(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> Any:
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-    return stop
 
 
 # ---------------------------------------------------------------- the run
@@ -339,15 +307,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         stack.append(watcher.loop_stop)
         wait_for("the simulator's clock", lambda: clock.announcement is not None, 120, sim, logs["sim"])
 
-        spawn = multiprocessing.get_context("spawn")
-        stop = spawn.Event()
-        sent = spawn.Value("q", 0)
-        background = spawn.Process(target=fleet, args=(port, args.fleet, stop, sent))
-        background.start()
-
-        def stop_fleet() -> None:
-            stop.set()
-            background.join(30)
+        sent, stop_fleet = start_fleet(fleet, port, args.fleet)
         stack.append(stop_fleet)
 
         user = ApiUser(base)
