@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -145,6 +147,67 @@ class ResponseHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class RequestDeadline:
+    """Answers 503 to a request the app has not begun to answer within `timeout_s`.
+
+    libpq has no read deadline: on a PostgreSQL that hangs (frozen, or a network that drops packets
+    without a reset) a query waits for ever, and so would the client. The worker thread stays stuck
+    until the database answers (its late response is dropped); the client gets a sentence now.
+    Streams (`text/event-stream`, `/events`) and multipart uploads (a phone on a slow network) are
+    not timed."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._exempt(scope):
+            await self.app(scope, receive, send)
+            return
+        started = asyncio.Event()
+        timed_out = False
+
+        async def guarded_send(message: Message) -> None:
+            if timed_out:
+                return  # the client already has its 503
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        answering = asyncio.ensure_future(started.wait())
+        try:
+            done, _ = await asyncio.wait({task, answering}, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answering.cancel()
+        if done:
+            await task  # answering (or done): let it finish, however long the body takes
+            return
+        timed_out = True
+        task.add_done_callback(_log_late)
+        log.error("%s %s not answered within %.0f s: 503", scope.get("method"), scope.get("path"), self.timeout_s)
+        body = json.dumps({"detail": f"the server did not answer within {self.timeout_s:.0f} s "
+                                     "(its database may be unavailable); try again later"}).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"retry-after", b"30"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _exempt(scope: Scope) -> bool:
+        path = str(scope.get("path", ""))
+        if path.endswith("/events"):
+            return True
+        headers = dict(scope.get("headers") or [])
+        content_type: bytes = headers.get(b"content-type", b"")
+        return content_type.startswith(b"multipart/")
+
+
+def _log_late(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a request answered after its deadline failed: %s", task.exception())
+
+
 def _validation_message(errors: list[Any]) -> str:
     parts = []
     for error in errors[:5]:
@@ -213,6 +276,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = settings or Settings()
     app.state.clock = clock or system_clock()
+    app.add_middleware(RequestDeadline, timeout_s=app.state.settings.request_timeout_s)
     app.add_middleware(ResponseHeaders)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(OperationalError, _on_database_down)

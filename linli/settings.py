@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     report_limit_per_ip: int = Field(10, ge=1, description="public reports one client address may send per hour")
     report_limit_per_device: int = Field(30, ge=1, description="public reports on one device per hour, from everyone")
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="an API request not answered within this gets 503 (a hung database must not hang the "
+                    "clients); streams and photo uploads are exempt",
+    )
     # live updates over Server-Sent Events (docs/live-updates.md)
     live_updates: bool = Field(True, description="the API subscribes to the gateway's events for /api/v1/events")
     live_keepalive_s: float = Field(15.0, gt=0, le=300, description="seconds between keep-alive comments on a stream")

@@ -11,8 +11,8 @@ alerts (test_watchdog.py). Here:
   again within RECOVER_S of its return; the gateway acknowledges nothing it could not commit, then
   commits everything once: every QoS 1 message in the store, one ticket for the fault decided
   during the outage.
-* PostgreSQL frozen (SIGSTOP) under the API: `/healthz` answers 503 within ANSWER_S; a list that
-  takes a pooled connection does not yet (xfail, open).
+* PostgreSQL frozen (SIGSTOP) under the API: `/healthz` answers 503 within ANSWER_S, and so does a
+  list that takes a pooled connection (the API's request deadline); 200 again once it resumes.
 * InfluxDB stopped, then frozen, under the API: health degraded (200), history 503, both bounded,
   and 200 again once it is back.
 * The disk under the gateway's point buffer full (a 2 MiB tmpfs) while the store is down: the
@@ -185,10 +185,11 @@ def test_a_postgresql_restart_under_the_api_and_the_gateway_gives_503s_then_ever
 
 
 @contextlib.contextmanager
-def _api_on(tmp_path: Path, database_url: str) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
-    """An API process on `database_url`, a client with a short timeout and an admin's header."""
+def _api_on(tmp_path: Path, database_url: str, **settings: str) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
+    """An API process on `database_url` (with more LINLI_* `settings`), a client with a short timeout
+    and an admin's header."""
     port = servers.free_port()
-    env = {**_env(tmp_path, _NoBroker(), database_url, f"sqlite:///{tmp_path / 'ts.db'}", 0)}
+    env = {**_env(tmp_path, _NoBroker(), database_url, f"sqlite:///{tmp_path / 'ts.db'}", 0), **settings}
     log = tmp_path / "api.log"
     with log.open("ab") as out:
         api = subprocess.Popen([sys.executable, "-m", "linli.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
@@ -251,21 +252,25 @@ def test_a_frozen_postgresql_makes_healthz_answer_503_within_seconds(
         _wait(lambda: http.get("/healthz").status_code == 200, RECOVER_S, "/healthz after PostgreSQL resumed")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: a request that takes a pooled connection blocks on its read while PostgreSQL is frozen "
-    "(measured > 60 s; libpq has no client-side read deadline, TCP keeps the idle socket alive); "
-    "see docs/reliability.md, Open"))
 def test_a_frozen_postgresql_makes_a_list_answer_503_within_seconds(
     private_postgres: servers.PrivatePostgres, tmp_path: Path,
 ) -> None:
-    with _api_on(tmp_path, private_postgres.database_url("postgres")) as (http, auth):
+    """Must hold: with PostgreSQL frozen (SIGSTOP: its sockets stay open, nothing answers), a list
+    that takes a pooled connection answers 503 with a sentence within the API's request deadline
+    (LINLI_REQUEST_TIMEOUT_S, 5 s here), and 200 again once PostgreSQL resumes."""
+    with _api_on(tmp_path, private_postgres.database_url("postgres"), LINLI_REQUEST_TIMEOUT_S="5") as (http, auth):
         _warm_pool(http, auth)
         with _frozen(private_postgres):
+            started = time.monotonic()
             try:
                 answer = http.get("/api/v1/tickets", headers=auth)
             except httpx.TimeoutException:
                 pytest.fail(f"GET /api/v1/tickets did not answer within {ANSWER_S + 2:.0f} s while PostgreSQL was frozen")
-            assert answer.status_code == 503
+            assert answer.status_code == 503, answer.text
+            assert "did not answer" in answer.json()["detail"] and answer.headers["retry-after"] == "30"
+            assert time.monotonic() - started < ANSWER_S
+        _wait(lambda: http.get("/api/v1/tickets", headers=auth).status_code == 200, RECOVER_S,
+              "the ticket list after PostgreSQL resumed")
 
 
 # ---------------------------------------------------------------- InfluxDB down and frozen under the API
