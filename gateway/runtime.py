@@ -270,7 +270,7 @@ class Gateway:
                     tick_took = time.monotonic() - last_tick
                     if time.monotonic() - last_upkeep >= _UPKEEP_EVERY_WALL_S:
                         last_upkeep = time.monotonic()
-                        changes += self.pipeline.tick_with(self.upkeep.run(now), now)
+                        changes += self.pipeline.tick_with(self.upkeep.run(now, clock_known=self._clock_known()), now)
                         self.upkeep.escalate(now)
                     self.last_tick_at = now
                 self.upkeep.announce(changes, now)
@@ -382,6 +382,10 @@ class Gateway:
             self._inbox.put(LinkChange(True, "clock"))  # the worker resets silence timers on the new clock
         elif after is not None and after.speed is None:
             self._inbox.put(LinkChange(True, "clock-step"))  # a driven step: wake the worker to run the timers
+
+    def _clock_known(self) -> bool:
+        """False while following a simulator's clock that has not been announced yet."""
+        return self.followed_clock is None or self.followed_clock.announcement is not None
 
     def _driven_clock(self) -> bool:
         """Following a simulator that drives its clock (`--speed max`)."""

@@ -51,9 +51,11 @@ class Upkeep:
         self._sites = sites
         self.escalation.use_sites(sites)
 
-    def run(self, now: datetime) -> list[Decision]:
+    def run(self, now: datetime, *, clock_known: bool = True) -> list[Decision]:
         """The engine's decisions on what people did: soaks of resolved tickets, maintenance windows;
-        and the streetlight schedules the site files set."""
+        and the streetlight schedules the site files set (once the clock is known: a gateway that
+        follows a simulator's clock waits for its first announcement, or the commands would carry
+        the wall clock's time and stay pending for hours of simulated time)."""
         site_ids = self._sites.ids()
         with self._db.session() as session:
             rows = session.scalars(select(TicketRow).where(
@@ -62,7 +64,8 @@ class Upkeep:
             windows = current_windows(session, site_ids, now)
         decisions = self._engine.sync_resolutions(resolutions, now)
         decisions += self._engine.set_maintenance(windows, now)
-        decisions += self._engine.schedule_pushes()  # sites served anew, or a site file's schedule changed
+        if clock_known:
+            decisions += self._engine.schedule_pushes()  # sites served anew, or a site file's schedule changed
         return decisions
 
     def escalate(self, now: datetime) -> int:

@@ -21,7 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
 from gateway.runtime import Gateway
-from linli.clock import ManualClock, to_ms
+from gateway.settings import GatewaySettings
+from linli.clock import CLOCK_TOPIC, ClockAnnouncement, ManualClock, to_ms
 from linli.settings import Settings
 from linli.site import builtin_site_path, load_site
 from linli.storage import TicketRow
@@ -214,3 +215,39 @@ def _tickets(gw: Gateway, **where: Any) -> list[TicketRow]:
         for row in rows:
             session.expunge(row)
         return rows
+
+
+def test_a_gateway_following_a_simulator_pushes_schedules_only_once_its_clock_is_announced(
+    mosquitto: Any, tmp_path: Path, site_file: Path, database_url: str,
+) -> None:
+    """Before the simulator's first clock announcement the gateway's time is the wall clock's: a
+    command stamped with it would stay pending for hours of simulated time. It waits, then pushes."""
+    site = load_site(site_file)
+    lights = sorted(d.id for d in site.devices.values() if d.kind == "streetlight")
+    platform = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"clock-{secrets.token_hex(4)}")
+    platform.connect(mosquitto.host, mosquitto.port)
+    platform.loop_start()
+    platform.publish(CLOCK_TOPIC, b"", qos=1, retain=True).wait_for_publish(WAIT_S)  # no announcement yet
+    reader = CommandReader(mosquitto, f"estate/v1/{site.id}/+/+/cmd")
+    settings = GatewaySettings(
+        _env_file=None, data_dir=tmp_path / "gw", sites=str(site_file), mqtt_url=mosquitto.url,
+        tsdb_url=f"sqlite:///{tmp_path / 'ts.db'}", database_url=database_url, follow_sim_clock=True,
+        mqtt_client_id=f"gw-{secrets.token_hex(4)}", gateway_metrics_port=0,
+    )
+    gw = Gateway(settings)
+    gw.start()
+    try:
+        assert gw.wait_until(lambda: gw.connected, WAIT_S), "gateway did not connect"
+        assert reader.quiet(is_action("set_schedule"), 3.0) == []  # its upkeep ran (every 2 s): nothing yet
+        evening = ClockAnnouncement(start_wall_ms=to_ms(datetime.now(tz=UTC)), start_sim_ms=to_ms(NIGHT), speed=1.0)
+        platform.publish(CLOCK_TOPIC, evening.to_json(), qos=1, retain=True).wait_for_publish(WAIT_S)
+        pushed = reader.take(len(lights), is_action("set_schedule"))
+        assert sorted(c.device for c in pushed) == lights
+        stamped = {c.body["ts"] for c in pushed}
+        assert all(abs(ts - to_ms(NIGHT)) < 60_000 for ts in stamped), stamped  # the simulator's evening
+    finally:
+        gw.stop()
+        reader.close()
+        platform.publish(CLOCK_TOPIC, b"", qos=1, retain=True).wait_for_publish(WAIT_S)
+        platform.disconnect()
+        platform.loop_stop()
