@@ -31,7 +31,7 @@ from sqlalchemy import inspect, select, text
 
 from api.security import create_access_token
 from integration.test_api import NOW, Api
-from integration.test_permissions import MATRIX
+from integration.test_permissions import MATRIX, Form, tiny_jpeg
 from integration.test_sse import SECRET, ServedApi, SseEvent, SseReader, private_keys
 from linli.clock import ManualClock
 from linli.settings import Settings
@@ -156,7 +156,7 @@ def snapshot(db: Database) -> dict[str, list[str]]:
     return out
 
 
-def site_b_request(api: Api, method: str, path: str) -> tuple[str, dict[str, Any] | None] | None:
+def site_b_request(api: Api, method: str, path: str) -> tuple[str, dict[str, Any] | Form | None] | None:
     """(url, body) of `path` aimed at site B's things, or None for routes that name no site's thing."""
     def ticket() -> int:
         return api.ticket(f"b-place-{uuid.uuid4().hex[:6]}", "leakage", site="site-b", subject_type="place",
@@ -170,6 +170,8 @@ def site_b_request(api: Api, method: str, path: str) -> tuple[str, dict[str, Any
         return f"/api/v1/tickets/{ticket()}/{action.group(1)}", bodies.get(action.group(1), {})
     if path == "/api/v1/tickets":
         return path, {"site": "site-b", "place": "b-gate", "title": "跨站"}
+    if path == "/api/v1/uploads":  # a repair photo for site B's ticket
+        return path, Form({"ticket_id": str(ticket())}, {"photo": ("b.jpg", tiny_jpeg(), "image/jpeg")})
     if path == "/api/v1/devices/{device_id}/commands":
         return "/api/v1/devices/SL-99/commands?site=site-b", {"action": "refresh"}
     if path == "/api/v1/maintenance":
@@ -188,6 +190,12 @@ def site_b_request(api: Api, method: str, path: str) -> tuple[str, dict[str, Any
     raise AssertionError(f"{method} {path}: tell site_b_request how to aim it at site B")
 
 
+def _send(api: Api, method: str, url: str, headers: dict[str, str], body: dict[str, Any] | Form | None) -> Any:
+    if isinstance(body, Form):
+        return api.client.request(method, url, headers=headers, data=body.data, files=body.files)
+    return api.client.request(method, url, headers=headers, json=body)
+
+
 def test_no_route_of_the_matrix_changes_another_sites_things(api: Api) -> None:
     api.user("b-tech", "technician", teams=("property",), sites=("site-b",))
     site_b_manager = api.user("b-boss", "manager", sites=("site-b",))
@@ -201,7 +209,7 @@ def test_no_route_of_the_matrix_changes_another_sites_things(api: Api) -> None:
                 continue
             url, body = aimed
             before = snapshot(api.db)
-            answer = api.client.request(method, url, headers=headers, json=body)
+            answer = _send(api, method, url, headers, body)
             if answer.status_code not in (403, 404, 422) or snapshot(api.db) != before:
                 wrong.append(f"{role}: {method} {url}: {answer.status_code} {answer.text[:160]}")
         # the control: the same call by site B's own manager reaches its target (2xx, or 409 from the
@@ -209,7 +217,7 @@ def test_no_route_of_the_matrix_changes_another_sites_things(api: Api) -> None:
         control = site_b_request(api, method, path)
         if control is not None:
             url, body = control
-            answer = api.client.request(method, url, headers=site_b_manager, json=body)
+            answer = _send(api, method, url, site_b_manager, body)
             if answer.status_code in (401, 403, 404, 422):
                 wrong.append(f"control: site B's manager: {method} {url}: {answer.status_code} {answer.text[:160]}")
     assert wrong == [], "\n".join(wrong)
