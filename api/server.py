@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno == errno.EADDRINUSE:
             return _fail(f"port {port} on {host} is already in use; stop the other server or set LINLI_API_PORT")
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    from linli.ops.memtrace import start_from_env
+
+    start_from_env("api")
     app = create_app(settings)
     # Live-update streams never end by themselves: on SIGTERM they get 5 s, then the server stops anyway.
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), proxy_headers=True, timeout_graceful_shutdown=5)

@@ -12,14 +12,21 @@ What runs:
 * ``linli sim --speed 100`` over the built-in Wanmei site with a scenario written for the soak:
   the all-faults scenario's injections (less ``energy_anomaly``, which needs 14 nights of
   baseline, and the optional ``concentrator_offline``) repeated in rounds every ``--round``
-  simulated hours (default 16 h, i.e. every 9.6 wall minutes at 100x), with ``--truth``. The
-  simulator announces its clock on ``linli/v1/clock``; the gateway follows it
-  (``LINLI_FOLLOW_SIM_CLOCK=true``).
+  simulated hours (default 24 h, i.e. every 14.4 wall minutes at 100x, so every round's faults fall
+  at the times of day all-faults was written for), after a ``--warmup`` (1 simulated hour) in which
+  the background fleet's chargers are first heard, with ``--truth``. The simulator announces its
+  clock on ``linli/v1/clock``; the gateway follows it (``LINLI_FOLLOW_SIM_CLOCK=true``).
+* The crew: 15 simulated hours into each round it acknowledges and resolves every open ticket, as
+  technicians would after the repairs; verification closes them on telemetry, and the next round's
+  faults open or reopen tickets (a repeat on a ticket left open would rightly change nothing).
 * A background fleet of ``--fleet`` chargers (default 10,000; a second site, ``soakfleet``), each
   sending healthy QoS 1 telemetry every 30 wall seconds (333 msg/s at 10,000) from a process of
   its own, stamped with the simulator's clock (so to the gateway each charger reports every 3,000
   simulated seconds; their ``interval_s`` is 3,600 and no silence timer fires).
 * ``linli gateway`` (one process, following the clock), ``linli api``, InfluxDB 1.x, PostgreSQL.
+
+``--trace-memory`` runs the gateway and the API under tracemalloc (``linli/ops/memtrace.py``) and
+keeps, every ``--trace-every`` seconds, the places whose memory grew most in ``OUT/memtrace``.
 
 Every ``--sample`` seconds (30): RSS and open file descriptors of the gateway (its process and its
 children, summed) and of the API; the gateway's received/acknowledged counters and queue depth.
@@ -44,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,24 +75,34 @@ SPEED = 100.0
 FLEET_EVERY_S = 30.0  # wall seconds between two messages of one background charger
 ADMIN_PASSWORD = "soak-admin-password"
 SKIPPED_FAULTS = {"energy_anomaly", "concentrator_offline"}
+CREW_AFTER_H = 15.0  # simulated hours into a round when the crew resolves what is open (all-faults ends at 14 h)
 ERROR_LINE = re.compile(r"\bERROR\b|Traceback")
 
 
 # ---------------------------------------------------------------- files
 
 
-def soak_scenario(folder: Path, sim_hours: float, round_h: float) -> Path:
-    """All-faults, less what cannot be judged within the run, in rounds every `round_h` simulated hours."""
+def soak_scenario(folder: Path, sim_hours: float, round_h: float, warmup_h: float) -> Path:
+    """All-faults, less what cannot be judged within the run, in rounds every `round_h` simulated hours.
+
+    The simulator starts `warmup_h` earlier than all-faults does (its clock at 19:30 less the
+    warm-up) and every injection comes that much later, so each round's faults fall at the times of
+    day the all-faults scenario was written for: a lamp fault at 11:30 in the morning would be one
+    no detector can see (the lights are off) though the ground truth expects it.
+    """
     base = yaml.safe_load((ROOT / "firmware_sim" / "scenarios" / "all-faults.yaml").read_text(encoding="utf-8"))
     once = [i for i in base["injections"] if i["fault"] not in SKIPPED_FAULTS]
     rounds = max(1, int(sim_hours // round_h) + 1)
     injections = []
     for k in range(rounds):
         for item in once:
-            at_s = k * round_h * 3600 + _seconds(item.get("at", "+0s"))
+            at_s = (warmup_h + k * round_h) * 3600 + _seconds(item.get("at", "+0s"))
             injections.append({**item, "at": f"+{int(at_s)}s"})
+    hh, mm = (int(x) for x in str(base["start"]).split(":"))
+    start_min = (hh * 60 + mm - int(warmup_h * 60)) % (24 * 60)
     document = {"name": "soak", "description": f"all-faults in {rounds} rounds every {round_h:g} h (bench/soak.py)",
-                "start": base["start"], "duration": f"{int(rounds * round_h * 3600)}s", "injections": injections}
+                "start": f"{start_min // 60:02d}:{start_min % 60:02d}",
+                "duration": f"{int((warmup_h + rounds * round_h) * 3600)}s", "injections": injections}
     path = folder / "soak-scenario.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
@@ -154,6 +171,8 @@ class ApiUser:
 
         self.base, self.stop = base, threading.Event()
         self.sse_bytes = self.sse_opens = self.requests = self.bad = 0
+        self.failures: dict[str, int] = {}
+        self.examples: list[str] = []
         self.threads = [threading.Thread(target=self._stream, daemon=True), threading.Thread(target=self._poll, daemon=True)]
         for thread in self.threads:
             thread.start()
@@ -171,13 +190,13 @@ class ApiUser:
                     with client.stream("GET", "/api/v1/events", headers=headers) as answer:
                         self.sse_opens += 1
                         if answer.status_code != 200:
-                            self.bad += 1
+                            self._failed("GET /api/v1/events", answer.status_code)
                         for chunk in answer.iter_bytes():
                             self.sse_bytes += len(chunk)
                             if self.stop.is_set():
                                 return
-                except httpx.HTTPError:
-                    self.bad += 1
+                except httpx.HTTPError as exc:
+                    self._failed("GET /api/v1/events", type(exc).__name__)
                 self.stop.wait(1)
 
     def _poll(self) -> None:
@@ -189,16 +208,91 @@ class ApiUser:
                         token, got_at = self._token(client), time.monotonic()
                     for path in ("/api/v1/tickets?limit=50", "/healthz"):
                         self.requests += 1
-                        if client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code >= 300:
-                            self.bad += 1
-                except httpx.HTTPError:
-                    self.bad += 1
+                        answer = client.get(path, headers={"Authorization": f"Bearer {token}"})
+                        if answer.status_code >= 300:
+                            self._failed(f"GET {path}", answer.status_code, answer.text[:300])
+                except httpx.HTTPError as exc:
+                    self._failed("poll", type(exc).__name__)
+
+    def _failed(self, what: str, how: int | str, body: str = "") -> None:
+        self.bad += 1
+        key = f"{what} -> {how}"
+        self.failures[key] = self.failures.get(key, 0) + 1
+        if body and len(self.examples) < 5:
+            self.examples.append(f"{time.strftime('%H:%M:%S')} {key}: {body}")
 
     def close(self) -> dict[str, int]:
         self.stop.set()
         for thread in self.threads:
             thread.join(15)
-        return {"sse_opens": self.sse_opens, "sse_bytes": self.sse_bytes, "requests": self.requests, "not_2xx": self.bad}
+        return {"sse_opens": self.sse_opens, "sse_bytes": self.sse_bytes, "requests": self.requests, "not_2xx": self.bad,
+                "failures": self.failures, "examples": self.examples}
+
+
+# ---------------------------------------------------------------- the crew
+
+
+class Crew:
+    """What the property crew does between two rounds: at `first` and every `every` on the simulated
+    clock (each round's faults over, the next not begun), it acknowledges and resolves every active
+    ticket of the site, as technicians would after a repair. Verification then closes them on the
+    devices' telemetry, and the next round's faults open new tickets or reopen these (a recurrence
+    within 72 h), which the ground-truth checker counts either way. Without it a repeat on a ticket
+    still open changes nothing (one open ticket per device and fault) and the soak would count
+    misses that are the rule working."""
+
+    def __init__(self, base: str, clock: FollowedClock, first: datetime, every: timedelta) -> None:
+        import threading
+
+        self.base, self.clock, self.due, self.every = base, clock, first, every
+        self.stop = threading.Event()
+        self.passes: list[dict[str, Any]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            while not self.stop.wait(0.5):
+                if self.clock.announcement is None or self.clock.now() < self.due:
+                    continue
+                try:
+                    self.passes.append(self._pass(client))
+                except httpx.HTTPError as exc:
+                    self.passes.append({"at": self.due.isoformat(), "error": repr(exc)})
+                self.due += self.every
+
+    def _pass(self, client: httpx.Client) -> dict[str, Any]:
+        answer = client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
+        answer.raise_for_status()
+        auth = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        statuses = "&".join(f"status={s}" for s in ("open", "acknowledged", "in_progress", "on_hold"))
+        listed = client.get(f"/api/v1/tickets?site={SITE}&{statuses}&limit=500", headers=auth)
+        listed.raise_for_status()
+        outcome: dict[str, Any] = {"at": self.clock.now().isoformat(timespec="seconds"),
+                                   "active": len(listed.json()["items"]), "resolved": 0, "refused": {}}
+        for ticket in listed.json()["items"]:
+            if ticket.get("parent_id"):
+                continue  # attached to its root: resolved with it
+            steps = []
+            if ticket["status"] == "open":
+                steps.append(("ack", {}))
+            if ticket["status"] == "on_hold":
+                steps.append(("resume", {}))
+            steps.append(("resolve", {"note": "soak: repaired"}))
+            for step, body in steps:
+                done = client.post(f"/api/v1/tickets/{ticket['id']}/{step}", json=body, headers=auth)
+                if done.status_code >= 300:
+                    key = f"{step} {ticket['status']} -> {done.status_code}"
+                    outcome["refused"][key] = outcome["refused"].get(key, 0) + 1
+                    break
+            else:
+                outcome["resolved"] += 1
+        return outcome
+
+    def close(self) -> list[dict[str, Any]]:
+        self.stop.set()
+        self.thread.join(60)
+        return self.passes
 
 
 # ---------------------------------------------------------------- measuring
@@ -232,10 +326,17 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
 
 
 def errors_in(path: Path) -> dict[str, Any]:
+    """ERROR lines (and tracebacks) of a log, and its WARNING lines counted by what they say."""
     if not path.exists():
-        return {"count": 0, "first": []}
-    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if ERROR_LINE.search(line)]
-    return {"count": len(lines), "first": lines[:5]}
+        return {"count": 0, "first": [], "warnings": {}}
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = [line for line in text if ERROR_LINE.search(line)]
+    warnings: dict[str, int] = {}
+    for line in text:
+        if " WARNING " in line:
+            said = re.sub(r"\d+", "N", line.split(" WARNING ", 1)[1])[:120]
+            warnings[said] = warnings.get(said, 0) + 1
+    return {"count": len(lines), "first": lines[:5], "warnings": warnings}
 
 
 # ---------------------------------------------------------------- the run
@@ -245,7 +346,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "duration_s": args.duration,
         "speed": SPEED, "fleet_chargers": args.fleet, "fleet_msg_s": args.fleet / FLEET_EVERY_S,
-        "round_sim_h": args.round, "host": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()},
+        "round_sim_h": args.round, "warmup_sim_h": args.warmup,
+        "host": {"cpus": os.cpu_count(), "load_at_start": os.getloadavg()},
         "note": "shared machine (2 cores, other engineers' tests running): figures include their load",
     }
     port = servers.free_port()
@@ -254,7 +356,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     f"max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
                     + ("user root\n" if os.geteuid() == 0 else ""))
     sim_hours = args.duration * SPEED / 3600
-    scenario = soak_scenario(folder, sim_hours, args.round)
+    scenario = soak_scenario(folder, sim_hours, args.round, args.warmup)
     fleet_path = fleet_site(folder, args.fleet)
     wanmei = ROOT / "linli" / "sites" / "wanmei.yaml"
     truth = folder / "truth.jsonl"
@@ -278,6 +380,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                "LINLI_GATEWAY_METRICS_PORT": str(gw_port), "LINLI_GATEWAY_METRICS_HOST": "127.0.0.1",
                "LINLI_LOG_LEVEL": "WARNING", "LINLI_ENV": "development", "LINLI_FOLLOW_SIM_CLOCK": "true",
                "LINLI_SECRET_KEY": secrets.token_hex(24), "LINLI_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        if args.trace_memory:  # tracemalloc in the gateway and the API (linli/ops/memtrace.py): slower
+            env |= {"LINLI_TRACEMALLOC_DIR": str(folder / "memtrace"), "LINLI_TRACEMALLOC_EVERY_S": str(args.trace_every),
+                    "LINLI_TRACEMALLOC_WARMUP_S": str(min(300.0, args.duration / 4))}
         logs = {n: folder / f"{n}.log" for n in ("gateway", "api", "sim")}
         with logs["gateway"].open("ab") as out:
             gateway = subprocess.Popen([sys.executable, "-m", "linli.cli", "gateway"], env=env, stdout=out, stderr=out,
@@ -315,6 +420,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         sim_start = clock.now()
         results["sim_started_at"] = sim_start.isoformat()
+        crew = Crew(base, clock, first=sim_start + timedelta(hours=args.warmup + CREW_AFTER_H),
+                    every=timedelta(hours=args.round))
+        stack.append(lambda: results.__setitem__("crew_passes", crew.close()))
         while True:
             elapsed = time.monotonic() - t0
             gw_rss, gw_fds = tree(gateway.pid)
@@ -421,6 +529,9 @@ def summary(r: dict[str, Any]) -> str:
         lines.append(f"  {key:<16} start {x.get('start')} end {x.get('end')} max {x.get('max')} {unit}; slope after "
                      f"warm-up {x.get('slope_per_h_after_warmup')} {unit}/h")
     lines.append("  ERROR lines: " + ", ".join(f"{n} {e['count']}" for n, e in r["errors"].items()))
+    for n, e in r["errors"].items():
+        for said, count in sorted(e.get("warnings", {}).items(), key=lambda x: -x[1])[:8]:
+            lines.append(f"    {n} WARNING x{count}: {said}")
     if f:
         lines.append(f"  faults: {f['injected']} injected, {f['expected_tickets']} tickets expected, {f['detected']} "
                      f"detected ({f['late']} late), {len(f['missed'])} missed, {f['unfinished']} not yet due at the end, "
@@ -435,6 +546,8 @@ def summary(r: dict[str, Any]) -> str:
         for wrong in f["wrongly_raised"][:10]:
             lines.append(f"    raised wrongly: {wrong}")
     lines.append(f"  API user: {r.get('api_user')}")
+    for crew_pass in r.get("crew_passes") or []:
+        lines.append(f"  crew pass: {crew_pass}")
     lines.append(f"  fleet sent {r.get('fleet_sent')}, gateway received {r.get('gateway_received_end')}, "
                  f"acknowledged {r.get('gateway_acked_end')}")
     return "\n".join(lines)
@@ -444,7 +557,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3600.0, help="wall seconds of soak (default 3600)")
     parser.add_argument("--fleet", type=int, default=10_000, help="background chargers, each every 30 s (10,000)")
-    parser.add_argument("--round", type=float, default=16.0, help="simulated hours between two rounds of faults")
+    parser.add_argument("--round", type=float, default=24.0,
+                        help="simulated hours between two rounds of faults (24: each round at the same time of day)")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="simulated hours before the first round (the background fleet's first messages)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="tracemalloc in the gateway and API: where memory grows, in OUT/memtrace (slower)")
+    parser.add_argument("--trace-every", type=float, default=300.0, help="seconds between two memory snapshots")
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between two samples (30)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between the end and reading the tickets")
     parser.add_argument("--seed", type=int, default=5)

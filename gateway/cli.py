@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.logs import configure
 
     configure(settings.log_level, settings.log_format)
+    from linli.ops.memtrace import start_from_env
+
+    start_from_env("gateway")
     from gateway.runtime import Gateway
 
     try:

@@ -8,12 +8,15 @@ paused past its expiry finds its epoch gone and knows at once that it lost the s
 
 Time comes from the injected clock (a wall clock in production: leases compare the clocks of
 different hosts, which must agree to well under the TTL). This module does no MQTT and keeps no
-thread: the gateway's worker calls :meth:`SiteLeases.step` every few seconds.
+thread: the gateway's worker calls :meth:`SiteLeases.step` every few seconds (it takes and lets
+go of sites), and the gateway's lease keeper thread calls :meth:`SiteLeases.renew_held` between
+those steps, so one long batch does not cost a site its lease (see ``Gateway._keep_leases``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -135,6 +138,9 @@ class SiteLeases:
         self.held: dict[str, Lease] = {}
         self.errors = 0  # database errors met while renewing or acquiring
         self._last_step = -float("inf")
+        self._last_renewal = -float("inf")
+        self._lost_between_steps: list[str] = []  # found by renew_held, reported by the next step
+        self._lock = threading.Lock()  # step and renew_held come from two threads; holds reads only
 
     def holds(self, site: str, now: datetime | None = None) -> bool:
         lease = self.held.get(site)
@@ -143,25 +149,30 @@ class SiteLeases:
     def step(self, *, force: bool = False) -> LeaseChange:
         """Renew and acquire if due (every `renew_every_s` of wall time) or `force`d; a lease that
         expired locally is dropped at every call, due or not."""
+        with self._lock:
+            return self._step(force)
+
+    def renew_held(self) -> None:
+        """Renew the leases held, if due (every `renew_every_s`); takes nothing. A lease found lost
+        is dropped at once and reported by the next `step`."""
+        with self._lock:
+            if time.monotonic() - max(self._last_step, self._last_renewal) < self.renew_every_s:
+                return
+            self._last_renewal = time.monotonic()
+            self._lost_between_steps += self._renew(self.clock.now())
+
+    def _step(self, force: bool) -> LeaseChange:
         now = self.clock.now()
-        lost = [site for site, lease in self.held.items() if not lease.valid_at(now)]
-        for site in lost:
+        lost, self._lost_between_steps = self._lost_between_steps, []
+        expired = [site for site, lease in self.held.items() if not lease.valid_at(now)]
+        for site in expired:
             del self.held[site]
+        lost += expired
         due = force or time.monotonic() - self._last_step >= self.renew_every_s
         gained: list[str] = []
         if due:
             self._last_step = time.monotonic()
-            for site, lease in list(self.held.items()):
-                try:
-                    renewed = self.store.renew(lease, now)
-                except SQLAlchemyError as exc:
-                    self._failed("renewing", site, exc)
-                    continue  # kept until its expiry: the next step drops it if the outage lasts
-                if renewed is None:
-                    del self.held[site]
-                    lost.append(site)
-                else:
-                    self.held[site] = renewed
+            lost += self._renew(now)
             for site in self.wanted:
                 if site in self.held or site in lost:
                     continue  # a site just lost is retried at the next step, after we have let it go
@@ -179,14 +190,31 @@ class SiteLeases:
             log.info("took the lease of site %s (epoch %d)", site, self.held[site].epoch)
         return LeaseChange(tuple(gained), tuple(lost))
 
-    def release_all(self) -> None:
-        now = self.clock.now()
+    def _renew(self, now: datetime) -> list[str]:
+        """Renew every held lease; returns the sites found lost (dropped from `held`)."""
+        lost: list[str] = []
         for site, lease in list(self.held.items()):
             try:
-                self.store.release(lease, now)
+                renewed = self.store.renew(lease, now)
             except SQLAlchemyError as exc:
-                self._failed("releasing", site, exc)
-        self.held.clear()
+                self._failed("renewing", site, exc)
+                continue  # kept until its expiry: the next step drops it if the outage lasts
+            if renewed is None:
+                del self.held[site]
+                lost.append(site)
+            else:
+                self.held[site] = renewed
+        return lost
+
+    def release_all(self) -> None:
+        with self._lock:
+            now = self.clock.now()
+            for site, lease in list(self.held.items()):
+                try:
+                    self.store.release(lease, now)
+                except SQLAlchemyError as exc:
+                    self._failed("releasing", site, exc)
+            self.held.clear()
 
     def _failed(self, doing: str, site: str, exc: SQLAlchemyError) -> None:
         self.errors += 1

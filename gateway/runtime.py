@@ -105,6 +105,8 @@ class Gateway:
         self._sender = threading.Thread(target=self.upkeep.dispatch_until, args=(self._stopping,),
                                         name="linli-gateway-notifier", daemon=True)
         self._worker = threading.Thread(target=self._work, name="linli-gateway-worker", daemon=True)
+        self._lease_keeper = threading.Thread(target=self._keep_leases, name="linli-gateway-leases", daemon=True)
+        self._worker_beat = time.monotonic()  # when the worker last began a cycle (the lease keeper reads it)
         self._progress = threading.Condition()
         self.messages_done = 0  # messages fully handled and committed (tests and health wait on it)
         self.messages_acked = 0
@@ -158,7 +160,9 @@ class Gateway:
                 log.warning("broker not reachable yet (%s); retrying", exc)
                 time.sleep(1.0)
         self._open_sites(list(self.leases.held))
+        self._worker_beat = time.monotonic()
         self._worker.start()
+        self._lease_keeper.start()
         self._sender.start()
 
     def stop(self) -> None:
@@ -168,6 +172,8 @@ class Gateway:
         self.upkeep.wake()
         if self._sender.is_alive():
             self._sender.join(timeout=10)
+        if self._lease_keeper.is_alive():
+            self._lease_keeper.join(timeout=10)
         if not self._worker.is_alive():
             try:  # live state the last batches left unsaved under a backlog
                 self.pipeline.save_states(self.clock.now())
@@ -210,10 +216,32 @@ class Gateway:
         except Exception as exc:  # a missed beat is the watchdog's news, never the worker's end
             log.warning("publishing the heartbeat failed: %s", exc)
 
+    def _keep_leases(self) -> None:
+        """Renew the held leases between the worker's own steps, so that one long cycle (a backlog
+        after an outage, a big site's timer pass on a loaded machine) does not cost the sites their
+        leases, which would stop and restart serving them. Only while the worker makes progress: a
+        worker stuck for `gateway_worker_stall_s` lets its leases lapse, and a standby takes over."""
+        stall_s = self.settings.gateway_worker_stall_s
+        said = False
+        while not self._stopping.wait(self.leases.renew_every_s / 2):
+            stuck_s = time.monotonic() - self._worker_beat
+            if stuck_s > stall_s:
+                if not said:
+                    log.error("the worker has made no progress for %.0f s: no longer renewing the leases of %s",
+                              stuck_s, ", ".join(sorted(self.leases.held)) or "no site")
+                said = True
+                continue
+            said = False
+            try:
+                self.leases.renew_held()
+            except Exception:  # the worker's own step renews too; this thread must not die
+                log.exception("renewing the leases failed")
+
     def _work(self) -> None:
         last_tick = last_upkeep = tick_took = 0.0
         last_beat = 0.0
         while not self._stopping.is_set():
+            self._worker_beat = time.monotonic()
             self._serve_leases()
             if self.connected and time.monotonic() - last_beat >= self.HEARTBEAT_EVERY_WALL_S:
                 last_beat = time.monotonic()

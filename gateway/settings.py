@@ -21,6 +21,11 @@ class GatewaySettings(Settings):
         15.0, ge=1, le=600, description="a site's lease expires this long after its holder's last renewal"
     )
     gateway_lease_renew_s: float = Field(5.0, gt=0, description="renew held leases, and try to take the others, this often")
+    gateway_worker_stall_s: float = Field(
+        120.0, gt=0, le=3600,
+        description="held leases are renewed beside a long batch, but not once the worker has made no progress "
+                    "for this long: a stuck gateway lets its sites go to a standby",
+    )
     gateway_session_prefix: str = Field(
         "", description="MQTT sessions are '{prefix}-{site}', held by whichever gateway holds the site's lease; "
                         "give a gateway and its standby the same prefix; empty = LINLI_MQTT_CLIENT_ID",

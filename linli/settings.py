@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     report_limit_per_ip: int = Field(10, ge=1, description="public reports one client address may send per hour")
     report_limit_per_device: int = Field(30, ge=1, description="public reports on one device per hour, from everyone")
+    # failed sign-ins (wrong password, unknown or implausible username) per hour, then 429 (docs/security.md)
+    signin_failures_per_ip: int = Field(30, ge=1, description="failed sign-ins one client address may make per hour")
+    signin_failures_per_account: int = Field(
+        10, ge=1, description="failed sign-ins to one username from one client address per hour")
     request_timeout_s: float = Field(
         30.0, gt=0, le=600,
         description="an API request not answered within this gets 503 (a hung database must not hang the "

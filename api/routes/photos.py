@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, VisibleSites
-from api.routes.public import _BodyTooLarge, _limited  # the same request-size guard as residents' photos
+from api.limits import BodyTooLarge, body_limited  # the same request-size guard as residents' photos
 from api.routes.tickets import ticket_or_404
 from api.routes.uploads import PhotoStoreDep, photo_response
 from api.ticket_actions import Forbidden, may_work_on
@@ -79,7 +79,7 @@ async def _read_form(request: Request, max_photo: int) -> tuple[str, bytes]:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data with `ticket_id` and `photo`")
     ticket_id, photo = "", b""
     try:
-        limited = _limited(request, max_photo + FORM_OVERHEAD)
+        limited = body_limited(request, max_photo + FORM_OVERHEAD)
         async with limited.form(max_files=1, max_fields=4, max_part_size=1024) as form:
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
@@ -90,7 +90,7 @@ async def _read_form(request: Request, max_photo: int) -> tuple[str, bytes]:
                     ticket_id = value
                 else:
                     raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unexpected field {name[:40]!r}")
-    except _BodyTooLarge as exc:
+    except BodyTooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the request is too large") from exc
     if len(photo) > max_photo:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"a photo may be at most {max_photo // (1024 * 1024)} MiB")

@@ -9,14 +9,10 @@ checked and stripped of metadata before anything is stored (``linli.uploads``, `
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
-import math
 import re
-import threading
-from collections import deque
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
@@ -25,10 +21,10 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from api import schemas
 from api.deps import ClockDep, SessionDep, SettingsDep, SitesDep
+from api.limits import BodyTooLarge, body_limited, client_key, enforce, get_limiter
 from api.routes.sites import PlanBuilding, PlanCompound, PlanRect
 from api.routes.uploads import PhotoStoreDep, photo_name_of, photo_response
 from api.schemas_public import HazardRequest, ProgressStep, ReportCreated, ReportPublic, ReportRequest, ReportTicket
@@ -170,102 +166,12 @@ MAX_PHOTOS = 3
 FORM_FIELD_BYTES = 8 * 1024  # a form field is a short text; photos are files
 JSON_BODY_BYTES = 16 * 1024
 REPORT_ID = re.compile(r"^[A-Za-z0-9_-]{16,43}$")
-LIMIT_WINDOW = timedelta(hours=1)
 RACE_RETRIES = 3
 # Events that change what the reporter sees; the others (comments, escalations...) are staff's.
 PUBLIC_STEPS = frozenset({
     EventType.OPENED, EventType.ACKNOWLEDGED, EventType.STARTED, EventType.HELD, EventType.RESUMED,
     EventType.RESOLVED, EventType.VERIFIED, EventType.CLOSED, EventType.CANCELLED, EventType.REOPENED,
 })
-
-
-class RateLimiter:
-    """At most `limit` hits per key in a sliding window, on the injected clock.
-
-    In-process: each API process counts its own clients (run one process behind the proxy, or
-    divide the limits by the number of processes)."""
-
-    def __init__(self, clock: Clock, window: timedelta = LIMIT_WINDOW) -> None:
-        self._clock, self._window = clock, window
-        self._hits: dict[tuple[str, ...], deque[datetime]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: tuple[str, ...], limit: int, *, count: bool = True) -> timedelta | None:
-        """Count one hit (unless `count` is False: only look); None when allowed, else how long until
-        the oldest hit leaves the window."""
-        now = self._clock.now()
-        with self._lock:
-            if len(self._hits) > 10_000:  # forget clients that went quiet
-                self._hits = {k: q for k, q in self._hits.items() if q and q[-1] > now - self._window}
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self._window:
-                hits.popleft()
-            if len(hits) >= limit:
-                return hits[0] + self._window - now
-            if count:
-                hits.append(now)
-            return None
-
-
-def get_limiter(request: Request) -> RateLimiter:
-    state = request.app.state
-    with _LIMITER_LOCK:
-        limiter: RateLimiter | None = getattr(state, "report_limiter", None)
-        if limiter is None:
-            limiter = RateLimiter(state.clock)
-            state.report_limiter = limiter
-    return limiter
-
-
-_LIMITER_LOCK = threading.Lock()
-
-
-def client_key(request: Request) -> str:
-    """The client's address (uvicorn takes it from X-Forwarded-For behind a trusted proxy); an IPv6
-    client counts by its /64, which one household usually has whole."""
-    host = request.client.host if request.client else "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
-
-
-def _limit(limiter: RateLimiter, key: tuple[str, ...], limit: int, what: str, *, count: bool = True) -> None:
-    wait = limiter.hit(key, limit, count=count)
-    if wait is not None:
-        seconds = max(1, math.ceil(wait.total_seconds()))
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS, f"too many reports {what}; try again in {math.ceil(seconds / 60)} minutes",
-            headers={"Retry-After": str(seconds)},
-        )
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _limited(request: Request, limit: int) -> Request:
-    """`request` whose body may be at most `limit` bytes: 413 before reading when it says it is
-    larger, and as soon as more arrives when it does not say (chunked)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the request is larger than {limit // (1024 * 1024)} MiB")
-    received = 0
-    upstream = request.receive
-
-    async def receive() -> Message:
-        nonlocal received
-        message = await upstream()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _BodyTooLarge
-        return message
-
-    return Request(request.scope, receive)
 
 
 async def _read_body(
@@ -276,14 +182,14 @@ async def _read_body(
     max_photo = settings.upload_max_bytes
     try:
         if ctype == "application/json":
-            body = await _limited(request, JSON_BODY_BYTES).body()
+            body = await body_limited(request, JSON_BODY_BYTES).body()
             try:
                 raw: Any = json.loads(body)
             except ValueError as exc:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body is not JSON: {exc}") from exc
             photos: list[bytes] = []
         elif ctype == "multipart/form-data":
-            limited = _limited(request, MAX_PHOTOS * (max_photo + 64 * 1024) + 64 * 1024)
+            limited = body_limited(request, MAX_PHOTOS * (max_photo + 64 * 1024) + 64 * 1024)
             async with limited.form(max_files=MAX_PHOTOS, max_fields=16, max_part_size=FORM_FIELD_BYTES) as form:
                 raw = {k: v for k, v in form.multi_items() if isinstance(v, str) and v != ""}
                 photos = []
@@ -301,7 +207,7 @@ async def _read_body(
             raw = _form_to_report(raw, form_location)
         else:
             raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send application/json or multipart/form-data")
-    except _BodyTooLarge as exc:
+    except BodyTooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the request is too large") from exc
     try:
         return model.model_validate(raw), photos
@@ -406,11 +312,11 @@ async def _create(
     *, request: Request, settings: Settings, sites: SitesDep, clock: Clock, session: Session, store: PhotoStore,
     hazard: bool,
 ) -> ReportCreated:
-    limiter = get_limiter(request)
+    limiter = get_limiter(request, "reports")
     client = ("client", client_key(request))
     # A client over its limit is refused before its body is read; a request counts once its fields
     # are valid, before the photos are decoded (the costly part), whether it is then taken or not.
-    _limit(limiter, client, settings.report_limit_per_ip, "from this address", count=False)
+    enforce(limiter, client, settings.report_limit_per_ip, "too many reports from this address", count=False)
     body, photos = await _read_body(request, settings, HazardRequest if hazard else ReportRequest, form_location=True)
     if len(photos) > MAX_PHOTOS:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {MAX_PHOTOS} photos")
@@ -423,9 +329,10 @@ async def _create(
         site = _site_or_422(sites, body.site)
         report = NewReport(site.id, body.category, body.description, device_id=body.device_id, contact=body.contact,
                            location=body.location.as_dict() if body.location else None)
-    _limit(limiter, client, settings.report_limit_per_ip, "from this address")
+    enforce(limiter, client, settings.report_limit_per_ip, "too many reports from this address")
     if report.device_id is not None:
-        _limit(limiter, ("device", site.id, report.device_id), settings.report_limit_per_device, "on this device")
+        enforce(limiter, ("device", site.id, report.device_id), settings.report_limit_per_device,
+                "too many reports on this device")
     try:
         return await run_in_threadpool(
             _file, session, store, site, report, photos, limits=PhotoLimits.of(settings), at=clock.now()

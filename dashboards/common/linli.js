@@ -33,9 +33,10 @@
         if (!item) return "";
         return lang === "en" && item.name_en ? item.name_en : item.name;
       },
+      /* What a ticket is about: its fault's name, or a manual ticket's own title (staff wrote it). */
       faultWord(ticket) {
         const name = ticket.fault_name || {};
-        return (lang === "en" ? name.en : name.zh) || ticket.fault || "";
+        return (lang === "en" ? name.en : name.zh) || ticket.fault || ticket.title || "";
       },
       toggle() {
         lang = lang === "zh-CN" ? "en" : "zh-CN";
@@ -154,6 +155,14 @@
 
   class Unauthorized extends Error {}
 
+  /* Sign-in refused for a while after too many failures (429): retryAfter in seconds. */
+  class TooManySignIns extends Error {
+    constructor(retryAfter) {
+      super("too many failed sign-ins");
+      this.retryAfter = retryAfter;
+    }
+  }
+
   class ApiError extends Error {
     constructor(path, status, detail) {
       super(path + " answered " + status);
@@ -215,6 +224,9 @@
         });
         noteServerTime(response);
         if (response.status === 401 || response.status === 400) return false;
+        if (response.status === 429) {
+          throw new TooManySignIns(Number(response.headers.get("Retry-After")) || 60);
+        }
         if (!response.ok) throw new ApiError("/auth/token", response.status, null);
         keep((await response.json()).access_token);
         return true;
@@ -380,7 +392,11 @@
         $("password").value = "";
         await start();
       } catch (error) {
-        showMessage(t("signInError"));
+        if (error instanceof TooManySignIns) {
+          showMessage(t("signInTooMany").replace("{min}", String(Math.ceil(error.retryAfter / 60))));
+        } else {
+          showMessage(t("signInError"));
+        }
       }
     }
 

@@ -8,6 +8,7 @@ Screenshots land in docs/screenshots/ (the README shows them).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -240,13 +241,16 @@ def test_switching_a_light_off_reaches_the_device_and_its_answer_shows_live(
     page.wait_for_selector("#panel-commands .empty, #panel-commands .row")
     page.click("#cmd-off")
     # shown at once as sent, then acked when the device's answer is recorded: pushed, not polled
-    # Ours is the row saying 关灯 (the gateway's own set_schedule pushes are in the list too, acked).
-    row = page.locator("#panel-commands .row.command", has_text="关灯").first
-    row.wait_for(timeout=5_000)
-    command_id = row.get_attribute("data-command")
+    # Ours is the row named exactly 关灯: the gateway's own set_schedule pushes are in the list too,
+    # and their name (改开关灯时间) contains 关灯.
+    ours = page.locator("#panel-commands .row.command").filter(
+        has=page.locator(".row-name", has_text=re.compile(r"^关灯$")))
+    ours.first.wait_for(timeout=5_000)
+    assert ours.count() == 1
+    command_id = ours.first.get_attribute("data-command")
     assert command_id
     page.wait_for_selector(f'#panel-commands .row[data-command="{command_id}"][data-status=acked]', timeout=15_000)
-    assert "已执行" in row.inner_text()
+    assert "已执行" in page.locator(f'#panel-commands .row[data-command="{command_id}"]').inner_text()
     assert page.evaluate("() => window.__sameDocument") is True  # no reload
     command = live_demo.get(f"/api/v1/commands/{command_id}")
     assert (command["status"], command["params"], command["device_id"]) == ("acked", {"relay": False}, SWITCHED_LIGHT)

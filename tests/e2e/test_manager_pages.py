@@ -214,3 +214,20 @@ def test_a_grid_officer_reads_the_report_without_charts_or_publishing(accounts: 
     assert page.locator("#chart-opened canvas").count() == 0
     assert page.locator("#publish").is_hidden()
     assert not [r for r in view.requests.all if "/reports/sla" in r]  # not even asked for
+
+
+def test_a_sign_in_refused_for_too_many_failures_says_when_to_try_again(accounts: Demo, page_factory: Any) -> None:
+    guesser = "guesser"  # one name from this address: its own limit (10 an hour) before the address's (30)
+    for _ in range(10):
+        answer = httpx.post(f"{accounts.base}/api/v1/auth/token", data={"username": guesser, "password": "wrong"})
+        assert answer.status_code == 401, answer.text
+    view = page_factory(accounts.base)
+    page: Any = view.page
+    page.goto(f"{view.base}/manager")
+    page.fill("#username", guesser)
+    page.fill("#password", "wrong again")
+    page.click("#sign-in form button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#message').innerText.includes('分钟后再试')", timeout=10_000)
+    said = page.inner_text("#message")
+    assert "登录失败次数太多" in said and "60 分钟后再试" in said, said
+    assert page.locator("#sign-in form").is_visible()  # still signed out

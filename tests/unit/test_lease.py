@@ -113,3 +113,34 @@ def test_of_several_holders_asking_for_an_expired_site_only_one_wins(database: D
         now = START + round_ * (TTL + timedelta(seconds=1))  # every round, the previous lease has expired
         winners = [lease for store in stores if (lease := store.acquire("wanmei", now)) is not None]
         assert len(winners) == 1 and winners[0].epoch == round_ + 1
+
+
+def test_renewals_between_steps_keep_the_site_and_a_lease_found_lost_is_reported_by_the_next_step(
+    database: Database,
+) -> None:
+    clock = ManualClock(START)
+    active = SiteLeases(LeaseStore(database, "gw-a", TTL), ["wanmei"], clock, renew_every_s=0)
+    standby = SiteLeases(LeaseStore(database, "gw-b", TTL), ["wanmei"], clock, renew_every_s=0)
+    assert active.step().gained == ("wanmei",)
+    for _ in range(4):  # the worker is busy with one long batch: only the keeper renews
+        clock.advance(10)
+        active.renew_held()
+        assert not standby.step() and active.holds("wanmei")
+    # Paused past its expiry (the keeper too), it is taken over; the keeper's renewal finds that out
+    clock.advance(16)
+    assert standby.step().gained == ("wanmei",)
+    active.renew_held()
+    assert active.held == {} and not active.holds("wanmei")
+    change = active.step()
+    assert change.lost == ("wanmei",) and not change.gained  # said once, by the worker's step
+    assert not active.step().lost
+
+
+def test_renewals_between_steps_come_no_more_often_than_asked(database: Database) -> None:
+    clock = ManualClock(START)
+    leases = SiteLeases(LeaseStore(database, "gw-a", TTL), ["wanmei"], clock, renew_every_s=3600)
+    leases.step(force=True)
+    first = leases.held["wanmei"].expires_at
+    clock.advance(5)
+    leases.renew_held()  # the step just renewed: not due
+    assert leases.held["wanmei"].expires_at == first
