@@ -123,6 +123,9 @@ COMMANDS = {
 }
 
 
+LONG_RUNNING = frozenset({"demo", "gateway", "api", "sim", "broker", "watchdog"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -135,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"linli: unknown command {args[0]!r}; try: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if args[0] in LONG_RUNNING:
+        from linli.ops.malloc import limit_arenas
+
+        limit_arenas()  # before any thread starts: resident memory stays flat (linli/ops/malloc.py)
     return command[0](args[1:])
 
 
