@@ -32,8 +32,21 @@ TIMED = [
 
 @pytest.mark.parametrize(("code", "bad", "near", "hold"), TIMED, ids=[t[0] for t in TIMED])
 def test_timed_rule(code: str, bad: dict[str, Any], near: dict[str, Any], hold: float) -> None:
-    check_timed(Rig("CP-01"), code=code, good=CHARGING, bad=bad, hold=hold, clear=120)
+    # A session's normal Preparing or Finishing is not unhealthy until it has lasted the rule's 30 min.
+    check_timed(Rig("CP-01"), code=code, good=CHARGING, bad=bad, hold=hold, clear=120,
+                unhealthy_before_firing=code != "stuck_session")
     check_near_miss(Rig("CP-01"), near=near, seconds=max(3 * hold, 600))
+
+
+def test_a_cars_ordinary_preparing_and_finishing_stay_healthy_for_stuck_session() -> None:
+    """What verification reads after a repair: a car arriving (2 min Preparing), charging and leaving
+    (1 min Finishing) is healthy throughout, so it cannot reopen a repaired pile's ticket."""
+    rig = Rig("CP-09")
+    rig.repeat("telemetry", pile(status="Available", current_a=0.0), 120, every=30)
+    for status, seconds in (("Preparing", 120), ("Charging", 600), ("Finishing", 60), ("Available", 60)):
+        for _ in range(int(seconds // 30)):
+            rig.send("telemetry", pile(status=status, current_a=16.0 if status == "Charging" else 0.0), after=30)
+            assert rig.detectors.healthy("stuck_session") is True, status
 
 
 def test_high_temperature_from_the_ocpp_code_alone() -> None:
