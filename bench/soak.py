@@ -293,6 +293,7 @@ class Crew:
                 if done.status_code >= 300:
                     key = f"{step} {ticket['status']} -> {done.status_code}"
                     outcome["refused"][key] = outcome["refused"].get(key, 0) + 1
+                    outcome.setdefault("why", []).append(f"#{ticket['id']} {ticket['fault']}: {done.text[:200]}")
                     break
             else:
                 outcome["resolved"] += 1
