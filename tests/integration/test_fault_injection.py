@@ -216,12 +216,14 @@ def _frozen(cluster: servers.PrivatePostgres) -> Iterator[None]:
     pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     for proc in procs:
-        proc.send_signal(signal.SIGSTOP)
+        with contextlib.suppress(psutil.NoSuchProcess):  # a backend that ended meanwhile needs no stop
+            proc.send_signal(signal.SIGSTOP)
     try:
         yield
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGCONT)
+            with contextlib.suppress(psutil.NoSuchProcess):  # seen once in CI: gone, so nothing to resume
+                proc.send_signal(signal.SIGCONT)
 
 
 def _warm_pool(http: httpx.Client, auth: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -402,7 +403,12 @@ def test_command_platform_password_file_and_production(env: Path, tmp_path: Path
 
 
 def test_command_sends_sighup(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sleeper = subprocess.Popen(["sleep", "60"])
+    # SIGHUP at its default (ends the process) even when this test runs under nohup, which ignores it
+    # for every child (and a shell cannot reset a signal ignored on entry)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                "signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); "
+                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert sleeper.stdout is not None and sleeper.stdout.readline() == "ready\n"
     try:
         pidfile = tmp_path / "broker.pid"
         pidfile.write_text(f"{sleeper.pid}\n")
