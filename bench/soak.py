@@ -46,7 +46,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -412,7 +411,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 [sys.executable, "-m", "linli.cli", "sim", "--broker", f"mqtt://127.0.0.1:{port}", "--site", str(wanmei),
                  "--scenario", str(scenario), "--speed", f"{SPEED:g}", "--truth", str(truth), "--seed", str(args.seed),
                  "--progress", "60"], env=env, stdout=out, stderr=out, cwd=folder)
-        stack.append(stopper(sim, signal.SIGINT))
+        stack.append(stopper(sim))
         clock = FollowedClock()
         watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"soak-clock-{secrets.token_hex(3)}")
         watcher.on_connect = lambda c, u, flags, rc, props: c.subscribe(CLOCK_TOPIC, qos=1)

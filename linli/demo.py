@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a fault for the simulator, e.g. lamp_failure:SL-07 or offline_hard:EL-2A@+30s (repeatable)")
     args = parser.parse_args(argv)
     children: list[Child] = []
+    # Stopped by Ctrl-C or SIGTERM at any moment, the children are stopped too (they run in sessions
+    # of their own): also when started in the background, where SIGINT comes in ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _run(args, children)
     except DemoError as exc:

@@ -85,7 +85,7 @@ def start_demo(data_dir: Path, *extra: str) -> Demo:
 
 
 def stop_demo(demo: Demo) -> None:
-    demo.process.send_signal(signal.SIGINT)
+    demo.process.send_signal(signal.SIGTERM)  # not SIGINT: a test run in the background ignores it
     try:
         demo.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
