@@ -170,6 +170,13 @@ def fleet(port: int, chargers: int, stop: Any, sent: Any) -> None:
 # ---------------------------------------------------------------- a user of the API
 
 
+def admin_token(client: httpx.Client) -> str:
+    """A bearer token of the soak's admin (the API user's and the crew's)."""
+    answer = client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
+
+
 class ApiUser:
     """What a dashboard does during the soak: one SSE stream (`/api/v1/events`, re-opened when it
     ends) and, every 10 s, the ticket list and `/healthz`. Counts answers that are not 2xx."""
@@ -185,16 +192,11 @@ class ApiUser:
         for thread in self.threads:
             thread.start()
 
-    def _token(self, client: httpx.Client) -> str:
-        answer = client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
-        answer.raise_for_status()
-        return str(answer.json()["access_token"])
-
     def _stream(self) -> None:
         with httpx.Client(base_url=self.base, timeout=httpx.Timeout(10, read=60)) as client:
             while not self.stop.is_set():
                 try:
-                    headers = {"Authorization": f"Bearer {self._token(client)}"}
+                    headers = {"Authorization": f"Bearer {admin_token(client)}"}
                     with client.stream("GET", "/api/v1/events", headers=headers) as answer:
                         self.sse_opens += 1
                         if answer.status_code != 200:
@@ -213,7 +215,7 @@ class ApiUser:
             while not self.stop.wait(10):
                 try:
                     if time.monotonic() - got_at > 600:
-                        token, got_at = self._token(client), time.monotonic()
+                        token, got_at = admin_token(client), time.monotonic()
                     for path in ("/api/v1/tickets?limit=50", "/healthz"):
                         self.requests += 1
                         answer = client.get(path, headers={"Authorization": f"Bearer {token}"})
@@ -270,9 +272,7 @@ class Crew:
                 self.due += self.every
 
     def _pass(self, client: httpx.Client) -> dict[str, Any]:
-        answer = client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
-        answer.raise_for_status()
-        auth = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        auth = {"Authorization": f"Bearer {admin_token(client)}"}
         statuses = "&".join(f"status={s}" for s in ("open", "acknowledged", "in_progress", "on_hold"))
         listed = client.get(f"/api/v1/tickets?site={SITE}&{statuses}&limit=500", headers=auth)
         listed.raise_for_status()
